@@ -1,0 +1,125 @@
+"""Delete the version that lost the experiment, and mark the winner stable.
+
+    python -m steps.cleanup --namespace NS --experiment NAME [--dry-run]
+
+Reads the outcome from the experiment itself. Deletes only when the outcome is definite,
+the winner's Deployment has all replicas ready, and Istio routes no traffic to the loser;
+otherwise it deletes nothing and exits 1 with the reason. Deleting again is harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from . import iter8
+from .common import (
+    STABLE_LABEL,
+    VERSION_LABEL,
+    BadInput,
+    RolloutFailed,
+    add_results_dir,
+    check_name,
+    log,
+    parser,
+    run,
+    write_results,
+)
+from .kube import CONFIGMAPS, DEPLOYMENTS, Kind, Kube
+from .routing import deployment_weights, service_deployments
+
+# Besides the loser's Deployment, the kinds deleted by the loser's version label.
+VERSIONED_KINDS = (CONFIGMAPS, DEPLOYMENTS)
+
+
+def ready(deployment: dict) -> tuple[bool, str]:
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    wanted = spec.get("replicas", 1)
+    have = status.get("readyReplicas", 0)
+    current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    updated = status.get("updatedReplicas", 0) >= wanted
+    return current and updated and have >= wanted, f"{have}/{wanted} replicas ready"
+
+
+def plan_deletions(kube: Kube, namespace: str, winner: dict, loser: dict | None, loser_name: str) -> list[tuple[Kind, str]]:
+    """The loser's versioned objects first, its Deployment last (so a re-run finds what is left)."""
+    if loser is None:
+        return []
+    plan: list[tuple[Kind, str]] = []
+    version = (loser["metadata"].get("labels") or {}).get(VERSION_LABEL)
+    if version and version != (winner["metadata"].get("labels") or {}).get(VERSION_LABEL):
+        for kind in VERSIONED_KINDS:
+            for obj in kube.items(kind, namespace, f"{VERSION_LABEL}={version}"):
+                if (kind, obj["metadata"]["name"]) != (DEPLOYMENTS, loser_name):
+                    plan.append((kind, obj["metadata"]["name"]))
+    plan.append((DEPLOYMENTS, loser_name))
+    return plan
+
+
+def mark_stable(kube: Kube, namespace: str, service: str, winner: str) -> None:
+    """Label the winner stable (the next run's baseline) and no other Deployment of the service."""
+    for d in service_deployments(kube, namespace, service):
+        name, labels = d["metadata"]["name"], d["metadata"].get("labels") or {}
+        if name != winner and labels.get(STABLE_LABEL) is not None:
+            kube.patch(DEPLOYMENTS, namespace, name, {"metadata": {"labels": {STABLE_LABEL: None}}})
+    kube.patch(DEPLOYMENTS, namespace, winner, {"metadata": {"labels": {STABLE_LABEL: "true"}}})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser("cleanup", "Delete the losing version of a finished iter8 experiment.")
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--experiment", required=True, help="the Experiment's name")
+    p.add_argument("--dry-run", action="store_true", help="print what would be deleted and change nothing")
+    p.add_argument("--api-version", choices=sorted(iter8.ADAPTERS), help="skip probing for the Experiment's version")
+    add_results_dir(p)
+    args = p.parse_args(argv)
+    ns = check_name(args.namespace, "namespace")
+    check_name(args.experiment, "experiment name")
+
+    kube = Kube()
+    adapter, exp = iter8.locate(kube, ns, args.experiment, args.api_version)
+    service, baseline, candidate = adapter.targets(exp)
+    if baseline == candidate:
+        raise BadInput(f"experiment {args.experiment} names {baseline} as both baseline and candidate; deleting nothing")
+    outcome = adapter.outcome(exp)
+    nothing = "deleting nothing"
+    if not outcome.completed:
+        raise RolloutFailed(f"experiment {args.experiment} has not completed ({outcome.reason}); {nothing}")
+    if not outcome.definite:
+        raise RolloutFailed(f"experiment {args.experiment} has no clear winner ({outcome.reason}); {nothing}, decide by hand")
+    winner_name, loser_name = outcome.winner, outcome.loser
+
+    winner = kube.get(DEPLOYMENTS, ns, winner_name)
+    if winner is None:
+        raise RolloutFailed(f"the winner's Deployment {winner_name} does not exist; {nothing}")
+    is_ready, how_many = ready(winner)
+    if not is_ready:
+        raise RolloutFailed(f"the winner {winner_name} is not ready ({how_many}); {nothing}, re-run cleanup once it is")
+    loser = kube.get(DEPLOYMENTS, ns, loser_name)
+    routed = deployment_weights(kube, ns, service, [d for d in (winner, loser) if d])
+    if routed.get(loser_name, 0) > 0:
+        raise RolloutFailed(f"Istio still routes traffic (weight {routed[loser_name]}) to the loser {loser_name}; {nothing}")
+
+    plan = plan_deletions(kube, ns, winner, loser, loser_name)
+    log(f"{outcome.result}: winner {winner_name} ({how_many}), loser {loser_name}")
+    if args.dry_run:
+        for kind, name in plan:
+            print(f"would delete {kind} {ns}/{name}", flush=True)
+        if not plan:
+            print(f"nothing to delete: {loser_name} is already gone", flush=True)
+        return 0
+    for kind, name in plan:
+        log(f"{'deleted' if kube.delete(kind, ns, name) else 'already gone:'} {kind} {ns}/{name}")
+    if not plan:
+        log(f"{loser_name} is already gone")
+    mark_stable(kube, ns, service, winner_name)
+    log(f"marked {winner_name} as the stable version of {service}")
+    write_results(args.results_dir, deleted=",".join(name for _, name in plan), winner=winner_name)
+    return 0
+
+
+def entry() -> None:
+    run(main)
+
+
+if __name__ == "__main__":
+    entry()

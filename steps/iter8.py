@@ -1,0 +1,260 @@
+"""The iter8 Experiment API versions, behind one interface.
+
+Everything that differs between `iter8.tools/v1alpha1` (the seed's 2019 shape and the
+v0.2 shape) and `iter8.tools/v1alpha2` (iter8 1.0) lives here: where the targets are
+in the spec, how completion, the winner and the traffic split are read from status.
+See ../shared/reference/iter8-status.md (our notes on the upstream status fields).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from importlib import resources
+
+import yaml
+
+from .common import BadInput
+from .kube import ApiError, Kind
+
+GROUP = "iter8.tools"
+PROMOTED, ROLLED_BACK, INCONCLUSIVE = "promoted", "rolled-back", "inconclusive"
+
+
+@dataclass
+class Progress:
+    """What changes while an experiment runs (printed by wait_completion)."""
+
+    phase: str
+    iteration: int | None
+    traffic: dict[str, int]  # deployment name -> percent
+    assessment: str
+
+
+@dataclass
+class Outcome:
+    completed: bool
+    result: str | None = None  # PROMOTED, ROLLED_BACK or INCONCLUSIVE once completed
+    winner: str = ""
+    loser: str = ""
+    reason: str = ""
+    traffic: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def definite(self) -> bool:
+        return self.completed and self.result in (PROMOTED, ROLLED_BACK) and self.winner != self.loser
+
+
+def _conditions(exp: dict) -> dict[str, dict]:
+    return {c.get("type"): c for c in (exp.get("status") or {}).get("conditions") or []}
+
+
+def _true(exp: dict, condition: str) -> bool:
+    return _conditions(exp).get(condition, {}).get("status") == "True"
+
+
+def _decide(baseline: str, candidate: str, to: str | None, reason: str, traffic: dict[str, int]) -> Outcome:
+    if to == candidate:
+        return Outcome(True, PROMOTED, candidate, baseline, reason, traffic)
+    if to == baseline:
+        return Outcome(True, ROLLED_BACK, baseline, candidate, reason, traffic)
+    return Outcome(True, INCONCLUSIVE, "", "", reason or "traffic is split between the versions", traffic)
+
+
+def _full(traffic: dict[str, int]) -> str | None:
+    """The version that has all the traffic, if one has."""
+    return next((name for name, pct in traffic.items() if pct == 100), None)
+
+
+class V1Alpha2:
+    """iter8 1.0: spec.service.{name,baseline,candidates}; no success flag, a winner instead."""
+
+    api_version = f"{GROUP}/v1alpha2"
+    kind = Kind(GROUP, "v1alpha2", "experiments")
+
+    def fill(self, exp: dict, service: str, baseline: str, candidate: str) -> None:
+        svc = exp["spec"].setdefault("service", {})
+        svc.update(name=service, baseline=baseline, candidates=[candidate])
+
+    def targets(self, exp: dict) -> tuple[str, str, str]:
+        svc = (exp.get("spec") or {}).get("service") or {}
+        candidates = svc.get("candidates") or [""]
+        return svc.get("name", ""), svc.get("baseline", ""), candidates[0]
+
+    def traffic(self, exp: dict) -> dict[str, int]:
+        assessment = (exp.get("status") or {}).get("assessment") or {}
+        versions = [assessment.get("baseline") or {}] + list(assessment.get("candidates") or [])
+        return {v["name"]: int(v["weight"]) for v in versions if v.get("name") and v.get("weight") is not None}
+
+    def progress(self, exp: dict) -> Progress:
+        status = exp.get("status") or {}
+        winner = (status.get("assessment") or {}).get("winner") or {}
+        if winner.get("winning_version_found"):
+            summary = f"winner {winner.get('name')}"
+        elif winner.get("name"):
+            summary = f"best so far {winner.get('name')}"
+        else:
+            summary = "no assessment yet"
+        if winner.get("probability_of_winning_for_best_version") is not None:
+            summary += f" (p={float(winner['probability_of_winning_for_best_version']):.2f})"
+        breached = self._breaches(exp)
+        if breached:
+            summary += "; candidate breaches " + ", ".join(breached)
+        return Progress(status.get("phase", "Pending"), status.get("currentIteration"), self.traffic(exp), summary)
+
+    def _breaches(self, exp: dict) -> list[str]:
+        candidates = ((exp.get("status") or {}).get("assessment") or {}).get("candidates") or []
+        return sorted(
+            {
+                a.get("metric_id", "?")
+                for c in candidates
+                for a in c.get("criterion_assessments") or []
+                if (a.get("threshold_assessment") or {}).get("threshold_breached")
+            }
+        )
+
+    def outcome(self, exp: dict) -> Outcome:
+        status = exp.get("status") or {}
+        if not (status.get("phase") == "Completed" or _true(exp, "ExperimentCompleted")):
+            return Outcome(False, reason=f"phase {status.get('phase', 'Pending')}")
+        _, baseline, candidate = self.targets(exp)
+        message = status.get("message") or ""
+        winner = (status.get("assessment") or {}).get("winner") or {}
+        found = winner.get("name") if winner.get("winning_version_found") else None
+        traffic = self.traffic(exp)
+        breached = self._breaches(exp)
+        why = ("criteria failed: " + ", ".join(breached)) if breached else "candidate was not the winner"
+        if "(Abort)" in message:
+            why = "experiment was aborted"
+        if "Traffic To Baseline" in message:
+            return _decide(baseline, candidate, baseline, why, traffic)
+        if "Traffic To Winner" in message:
+            # With no winner found, iter8 sends the traffic back to the baseline.
+            to = found if found in (baseline, candidate) else baseline
+            return _decide(baseline, candidate, to, "all criteria met" if to == candidate else why, traffic)
+        # keep_last, a user-specified split, or a message we do not know: go by the numbers.
+        split = ((exp.get("spec") or {}).get("manualOverride") or {}).get("trafficSplit") or traffic
+        to = _full({k: int(v) for k, v in split.items()})
+        return _decide(baseline, candidate, to, "all traffic on the candidate" if to == candidate else why, traffic)
+
+
+class V1Alpha1:
+    """Before iter8 1.0: spec.targetService.{name,baseline,candidate}, a success condition or phase."""
+
+    api_version = f"{GROUP}/v1alpha1"
+    kind = Kind(GROUP, "v1alpha1", "experiments")
+
+    def fill(self, exp: dict, service: str, baseline: str, candidate: str) -> None:
+        target = exp["spec"].setdefault("targetService", {})
+        target.setdefault("apiVersion", "v1")
+        target.update(name=service, baseline=baseline, candidate=candidate)
+
+    def targets(self, exp: dict) -> tuple[str, str, str]:
+        target = (exp.get("spec") or {}).get("targetService") or {}
+        return target.get("name", ""), target.get("baseline", ""), target.get("candidate", "")
+
+    def traffic(self, exp: dict) -> dict[str, int]:
+        split = (exp.get("status") or {}).get("trafficSplitPercentage") or {}
+        _, baseline, candidate = self.targets(exp)
+        return {name: int(split[key]) for key, name in (("baseline", baseline), ("candidate", candidate)) if key in split}
+
+    def progress(self, exp: dict) -> Progress:
+        status = exp.get("status") or {}
+        assessment = status.get("assessment") or {}
+        parts = list(assessment.get("conclusions") or [])
+        if "all_success_criteria_met" in assessment:
+            parts.insert(0, f"all success criteria met: {str(assessment['all_success_criteria_met']).lower()}")
+        return Progress(
+            status.get("phase", "Pending"),
+            status.get("currentIteration"),
+            self.traffic(exp),
+            "; ".join(parts) or "no assessment yet",
+        )
+
+    def outcome(self, exp: dict) -> Outcome:
+        status = exp.get("status") or {}
+        phase = status.get("phase")
+        if not (phase in ("Succeeded", "Failed", "Completed") or _true(exp, "ExperimentCompleted")):
+            return Outcome(False, reason=f"phase {phase or 'Pending'}")
+        _, baseline, candidate = self.targets(exp)
+        # The 2019 shape records success in the phase, v0.2 in a condition.
+        succeeded = phase == "Succeeded" or _true(exp, "ExperimentSucceeded")
+        conclusions = (status.get("assessment") or {}).get("conclusions") or []
+        why = "all success criteria met" if succeeded else (
+            "; ".join(conclusions) or status.get("message") or "not all success criteria met"
+        )
+        traffic = self.traffic(exp)
+        if traffic:
+            return _decide(baseline, candidate, _full(traffic), why, traffic)
+        on_success = ((exp.get("spec") or {}).get("trafficControl") or {}).get("onSuccess", "candidate")
+        if not succeeded:
+            return _decide(baseline, candidate, baseline, why, traffic)
+        return _decide(baseline, candidate, {"candidate": candidate, "baseline": baseline}.get(on_success), why, traffic)
+
+
+ADAPTERS = {a.api_version: a for a in (V1Alpha2(), V1Alpha1())}
+DEFAULT = V1Alpha2.api_version
+
+
+def adapter_for(exp: dict) -> V1Alpha2 | V1Alpha1:
+    api_version = exp.get("apiVersion")
+    if api_version not in ADAPTERS:
+        raise BadInput(
+            f"unknown Experiment apiVersion {api_version!r}: use one of {', '.join(sorted(ADAPTERS))}"
+        )
+    return ADAPTERS[api_version]
+
+
+def default_template() -> dict:
+    text = resources.files(__package__).joinpath("templates/experiment-v1alpha2.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def load_template(path: str | None) -> dict:
+    """The Experiment template from a YAML file (or the built-in v1alpha2 one), checked."""
+    if path is None:
+        return default_template()
+    try:
+        with open(path, encoding="utf-8") as f:
+            docs = [d for d in yaml.safe_load_all(f) if d is not None]
+    except OSError as err:
+        raise BadInput(f"cannot read experiment template {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise BadInput(f"experiment template {path} is not valid YAML{at}; fix the file") from None
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise BadInput(f"experiment template {path} must hold exactly one YAML mapping (one Experiment)")
+    exp = docs[0]
+    if exp.get("kind") != "Experiment":
+        raise BadInput(f"experiment template {path} has kind {exp.get('kind')!r}; it must be an iter8 Experiment")
+    adapter_for(exp)
+    if not isinstance(exp.get("spec"), dict):
+        raise BadInput(f"experiment template {path} has no spec mapping; start from the README's template")
+    return copy.deepcopy(exp)
+
+
+def locate(kube, namespace: str, name: str, api_version: str | None = None) -> tuple[V1Alpha2 | V1Alpha1, dict]:
+    """The Experiment by name, trying each served iter8 version (v1alpha2 first)."""
+    adapters = [ADAPTERS[api_version]] if api_version else list(ADAPTERS.values())
+    for adapter in adapters:
+        try:
+            exp = kube.get(adapter.kind, namespace, name)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            exp = None
+        if exp is not None:
+            return adapter, exp
+    raise BadInput(f"experiment {namespace}/{name} does not exist; check --experiment and --namespace")
+
+
+def describe(outcome: Outcome, candidate: str) -> str:
+    """One line for people: 'promoted reviews-3f2a1bc, 100% traffic' or 'rolled back: ...'."""
+    if not outcome.completed:
+        return f"not finished ({outcome.reason})"
+    if outcome.result == PROMOTED:
+        return f"promoted {candidate}, {outcome.traffic.get(candidate, 100)}% traffic"
+    if outcome.result == ROLLED_BACK:
+        return f"rolled back: {outcome.reason}"
+    return f"inconclusive: {outcome.reason}"

@@ -1,0 +1,211 @@
+"""Render the candidate's version-specific manifests from the app's kustomize config.
+
+    python -m steps.patch_kustomize --kustomize-dir DIR --version VER --image IMAGE [--output FILE]
+
+Works on a copy of DIR, in one of two modes:
+  placeholder: some file in DIR contains the word VERSION (the seed's convention, e.g. a
+               JSON6902 patch setting /metadata/name to reviews-VERSION); it is replaced.
+  overlay:     otherwise an overlay gives every Deployment the name suffix -VER and the
+               label version: VER (metadata, pod template and selector; Services untouched).
+In both modes the Deployments' image is set to IMAGE and every object whose name now
+carries the version gets the label iter8-tekton.dev/version: VER, so cleanup can find it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from .common import VERSION_LABEL, BadInput, add_results_dir, check_name, check_version, log, parser, run, write_results
+
+PLACEHOLDER = re.compile(r"\bVERSION\b")
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+_TEXT_SUFFIXES = {".yaml", ".yml", ".json"}
+# registry[:port]/path[:tag][@sha256:digest]; lowercase path components as in the OCI distribution spec.
+_IMAGE = re.compile(
+    r"^(?P<name>(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+
+
+def parse_image(image: str) -> dict:
+    match = _IMAGE.match(image)
+    if not match:
+        raise BadInput(f"image {image!r} is not a valid image reference such as registry.example.com/app@sha256:<64 hex>")
+    return match.groupdict()
+
+
+def kustomize_command(directory: Path) -> list[str]:
+    if shutil.which("kustomize"):
+        return ["kustomize", "build", str(directory)]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize", str(directory)]
+    raise BadInput("neither kustomize nor kubectl is on PATH; install kustomize (or kubectl >= 1.14)")
+
+
+def build(directory: Path) -> list[dict]:
+    proc = subprocess.run(kustomize_command(directory), capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith("Error:")), lines[-1] if lines else "no output")
+        raise BadInput(f"kustomize build failed: {detail}; fix the kustomize config")
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def find_kustomization(directory: Path) -> Path:
+    if not directory.is_dir():
+        raise BadInput(f"kustomize directory {directory} does not exist; pass the app's kustomize folder")
+    for name in KUSTOMIZATION_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    raise BadInput(f"no kustomization.yaml in {directory}; pass the folder that holds the app's kustomization")
+
+
+def substitute_placeholder(directory: Path, version: str) -> list[Path]:
+    """Replace the word VERSION in the YAML/JSON files under directory; the files changed."""
+    changed = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and (path.suffix in _TEXT_SUFFIXES or path.name == "Kustomization"):
+            text = path.read_text(encoding="utf-8")
+            if any(PLACEHOLDER.search(line.split("#", 1)[0]) for line in text.splitlines()):  # not in comments
+                path.write_text(PLACEHOLDER.sub(version, text), encoding="utf-8")
+                changed.append(path)
+    return changed
+
+
+def image_override(deployments: list[dict], image: str) -> dict:
+    """The kustomize `images:` entry that points the Deployments' app container at image."""
+    new = parse_image(image)
+    names = sorted(
+        {
+            parse_image(c["image"])["name"]
+            for d in deployments
+            for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+            if c.get("image") and _IMAGE.match(c["image"])
+        }
+    )
+    if len(names) > 1:  # several images: take the one whose repository has the same last path part
+        names = [n for n in names if n.rsplit("/", 1)[-1] == new["name"].rsplit("/", 1)[-1]]
+    if len(names) != 1:
+        raise BadInput(
+            f"cannot tell which container image to replace with {image}: the Deployments use "
+            f"{', '.join(names) or 'no image'}; give the app container an image with the same repository name"
+        )
+    entry = {"name": names[0], "newName": new["name"]}
+    if new["digest"]:
+        entry["digest"] = new["digest"]
+    elif new["tag"]:
+        entry["newTag"] = new["tag"]
+    return entry
+
+
+def overlay_transformers(version: str) -> list[dict]:
+    """Name suffix and version label for Deployments only (never Services)."""
+    on_deployment = lambda path: {"kind": "Deployment", "path": path, "create": True}  # noqa: E731
+    return [
+        {
+            "apiVersion": "builtin",
+            "kind": "PrefixSuffixTransformer",
+            "metadata": {"name": "candidate-name-suffix"},
+            "suffix": f"-{version}",
+            "fieldSpecs": [{"kind": "Deployment", "path": "metadata/name"}],
+        },
+        {
+            "apiVersion": "builtin",
+            "kind": "LabelTransformer",
+            "metadata": {"name": "candidate-version-label"},
+            "labels": {"version": version},
+            "fieldSpecs": [
+                on_deployment("metadata/labels"),
+                on_deployment("spec/selector/matchLabels"),
+                on_deployment("spec/template/metadata/labels"),
+            ],
+        },
+    ]
+
+
+def render(directory: Path, version: str, image: str) -> tuple[str, list[dict]]:
+    """The mode used and the candidate's objects, rendered in a scratch copy of directory."""
+    find_kustomization(directory)
+    with tempfile.TemporaryDirectory(prefix="patch-kustomize-") as scratch:
+        base = Path(scratch) / "base"
+        shutil.copytree(directory, base, symlinks=True)
+        mode = "placeholder" if substitute_placeholder(base, version) else "overlay"
+        deployments = [d for d in build(base) if d.get("kind") == "Deployment"]
+        if mode == "placeholder":
+            unchanged = {d["metadata"]["name"] for d in deployments} & {
+                d["metadata"]["name"] for d in build(directory) if d.get("kind") == "Deployment"
+            }
+            if unchanged:
+                raise BadInput(
+                    f"the VERSION placeholder does not rename Deployment {', '.join(sorted(unchanged))}, so applying "
+                    "it would replace the running version; make the patch set /metadata/name to e.g. reviews-VERSION"
+                )
+        if not deployments:
+            raise BadInput(f"kustomize output of {directory} has no Deployment; the config must define the app's Deployment")
+        overlay = Path(scratch) / "overlay"
+        overlay.mkdir()
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": ["../base"],
+            "images": [image_override(deployments, image)],
+        }
+        if mode == "overlay":
+            (overlay / "candidate-version.yaml").write_text(yaml.safe_dump_all(overlay_transformers(version)))
+            kustomization["transformers"] = ["candidate-version.yaml"]
+        (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        objects = build(overlay)
+    for obj in objects:
+        if version in obj.get("metadata", {}).get("name", ""):
+            obj["metadata"].setdefault("labels", {})[VERSION_LABEL] = version
+    return mode, objects
+
+
+def candidate_deployments(objects: list[dict], version: str) -> list[str]:
+    names = [o["metadata"]["name"] for o in objects if o.get("kind") == "Deployment"]
+    for name in names:
+        check_name(name, "candidate Deployment name")
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser("patch_kustomize", "Render the candidate's version-specific manifests with kustomize.")
+    p.add_argument("--kustomize-dir", required=True, type=Path, help="the app's kustomize folder (not modified)")
+    p.add_argument("--version", required=True, help="the candidate's version, e.g. the short commit SHA")
+    p.add_argument("--image", required=True, help="the candidate's image, preferably by digest")
+    p.add_argument("--output", help="write the manifests here (default: stdout)")
+    add_results_dir(p)
+    args = p.parse_args(argv)
+
+    version = check_version(args.version)
+    parse_image(args.image)
+    mode, objects = render(args.kustomize_dir, version, args.image)
+    names = candidate_deployments(objects, version)
+    manifest = yaml.safe_dump_all(objects, sort_keys=False)
+    if args.output:
+        Path(args.output).write_text(manifest, encoding="utf-8")
+    else:
+        sys.stdout.write(manifest)
+    messages = sys.stderr if not args.output else sys.stdout
+    log(f"rendered {len(objects)} objects ({mode} mode) from {args.kustomize_dir}", stream=messages)
+    for name in names:
+        print(f"deployment: {name}", file=messages, flush=True)
+    write_results(args.results_dir, deployment=names[0])
+    return 0
+
+
+def entry() -> None:
+    run(main)
+
+
+if __name__ == "__main__":
+    entry()

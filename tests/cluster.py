@@ -1,0 +1,162 @@
+"""Builders for the cluster objects the step tests put into the fake API server.
+
+Statuses follow ../shared/reference/iter8-status.md: v1alpha2 (iter8 1.0), v1alpha1 as
+iter8 v0.2 wrote it, and v1alpha1 as the 2019 controller (the seed's era) wrote it.
+"""
+
+from __future__ import annotations
+
+NS = "bookinfo"
+V2 = "iter8.tools/v1alpha2"
+V1 = "iter8.tools/v1alpha1"
+
+
+def deployment(name: str, version: str, *, ready: int | None = None, replicas: int = 2, labels: dict | None = None) -> dict:
+    pod_labels = {"app": "reviews", "version": version}
+    ready = replicas if ready is None else ready
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "labels": {**pod_labels, **(labels or {})}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": pod_labels},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {"containers": [{"name": "reviews", "image": f"registry.example.com/reviews:{version}"}]},
+            },
+        },
+        "status": {"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": ready},
+    }
+
+
+def service(name: str = "reviews", selector: dict | None = None) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS, "labels": {"app": "reviews"}},
+        "spec": {"selector": {"app": "reviews"} if selector is None else selector, "ports": [{"name": "http", "port": 9080}]},
+    }
+
+
+def configmap(name: str, labels: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": NS, "labels": labels}, "data": {}}
+
+
+def virtual_service(weights: dict[str, int], host: str = "reviews") -> dict:
+    """An iter8-style VirtualService sending `weights` (subset -> percent) to the service."""
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "VirtualService",
+        "metadata": {"name": f"{host}.{NS}.svc.cluster.local.iter8-experiment", "namespace": NS},
+        "spec": {
+            "hosts": [host],
+            "http": [{"route": [{"destination": {"host": host, "subset": s}, "weight": w} for s, w in weights.items()]}],
+        },
+    }
+
+
+def destination_rule(subsets: dict[str, str], host: str = "reviews") -> dict:
+    """subset name -> the `version` label its pods carry."""
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "DestinationRule",
+        "metadata": {"name": f"{host}.{NS}.svc.cluster.local.iter8-experiment", "namespace": NS},
+        "spec": {
+            "host": f"{host}.{NS}.svc.cluster.local",
+            "subsets": [{"name": s, "labels": {"app": "reviews", "version": v}} for s, v in subsets.items()],
+        },
+    }
+
+
+def experiment_v2(name: str, baseline: str, candidate: str, status: dict | None = None) -> dict:
+    return {
+        "apiVersion": V2,
+        "kind": "Experiment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "service": {"name": "reviews", "baseline": baseline, "candidates": [candidate]},
+            "criteria": [{"metric": "iter8_mean_latency", "threshold": {"type": "relative", "value": 1.6}}],
+            "duration": {"interval": "30s", "maxIterations": 12},
+        },
+        **({"status": status} if status is not None else {}),
+    }
+
+
+def experiment_v1(name: str, baseline: str, candidate: str, status: dict | None = None) -> dict:
+    return {
+        "apiVersion": V1,
+        "kind": "Experiment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "targetService": {"name": "reviews", "apiVersion": "v1", "baseline": baseline, "candidate": candidate},
+            "trafficControl": {"strategy": "check_and_increment", "interval": "30s", "maxIterations": 8},
+            "analysis": {"analyticsService": "http://iter8-analytics.iter8", "successCriteria": [
+                {"metricName": "iter8_latency", "toleranceType": "threshold", "tolerance": 0.2}]},
+        },
+        **({"status": status} if status is not None else {}),
+    }
+
+
+def _condition(kind: str, status: str, reason: str = "", message: str = "") -> dict:
+    return {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": "2026-11-26T10:00:00Z"}
+
+
+def v2_running(baseline: str, candidate: str, iteration: int, candidate_weight: int, best: str | None = None) -> dict:
+    return {
+        "phase": "Progressing",
+        "currentIteration": iteration,
+        "conditions": [_condition("ExperimentCompleted", "False", "IterationUpdate")],
+        "message": f"IterationUpdate: Iteration {iteration} Completed",
+        "assessment": {
+            "baseline": {"id": "baseline", "name": baseline, "weight": 100 - candidate_weight},
+            "candidates": [{"id": "candidate-1", "name": candidate, "weight": candidate_weight}],
+            "winner": {"winning_version_found": False, **({"name": best, "current_best_version": "candidate-1"} if best else {})},
+        },
+    }
+
+
+def v2_completed(baseline: str, candidate: str, message: str, winner: str | None, weights: tuple[int, int], breached: bool = False) -> dict:
+    status = v2_running(baseline, candidate, 12, weights[1])
+    status["phase"] = "Completed"
+    status["conditions"] = [_condition("ExperimentCompleted", "True", "ExperimentCompleted", message)]
+    status["message"] = f"ExperimentCompleted: {message}"
+    status["assessment"]["baseline"]["weight"] = weights[0]
+    status["assessment"]["winner"] = (
+        {"winning_version_found": True, "name": winner, "current_best_version": "candidate-1" if winner == candidate else "baseline",
+         "probability_of_winning_for_best_version": 0.97}
+        if winner else {"winning_version_found": False}
+    )
+    if breached:
+        status["assessment"]["candidates"][0]["criterion_assessments"] = [
+            {"id": "0", "metric_id": "iter8_mean_latency", "threshold_assessment": {"threshold_breached": True}}
+        ]
+    return status
+
+
+def v1_completed(succeeded: bool, traffic: tuple[int, int] | None) -> dict:
+    """iter8 v0.2: phase Completed plus the ExperimentSucceeded condition."""
+    status = {
+        "phase": "Completed",
+        "currentIteration": 8,
+        "conditions": [
+            _condition("ExperimentCompleted", "True", "ExperimentCompleted"),
+            _condition("ExperimentSucceeded", "True" if succeeded else "False",
+                       "ExperimentSucceeded" if succeeded else "ExperimentFailed"),
+        ],
+        "message": "ExperimentSucceeded: All Success Criteria Were Met" if succeeded else "ExperimentFailed: Not All Success Criteria Were Met",
+        "assessment": {"all_success_criteria_met": succeeded, "conclusions": [] if succeeded else ["All success criteria were not met"]},
+    }
+    if traffic:
+        status["trafficSplitPercentage"] = {"baseline": traffic[0], "candidate": traffic[1]}
+    return status
+
+
+def v1_2019(phase: str, traffic: tuple[int, int] | None, iteration: int = 8) -> dict:
+    """The 2019 controller: the phase itself says Succeeded or Failed."""
+    status = {"phase": phase, "currentIteration": iteration, "assessment": {"conclusions": []}}
+    if traffic:
+        status["trafficSplitPercentage"] = {"baseline": traffic[0], "candidate": traffic[1]}
+    if phase == "Failed":
+        status["message"] = "NotAllSuccessCriteriaMet, Traffic: AllToBaseline"
+    return status

@@ -1,0 +1,81 @@
+"""Shared fixtures. CANARY_STRICT=1 (set by .ci/run) turns every 'missing tool or schema' skip into a failure."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "tests" / "apps"
+STRICT = os.environ.get("CANARY_STRICT") == "1"
+
+
+def need(condition: object, why: str) -> None:
+    """Skip (or, under CANARY_STRICT=1, fail) when something a test needs is missing."""
+    if not condition:
+        if STRICT:
+            pytest.fail(f"missing: {why} (CANARY_STRICT=1 forbids skipping)")
+        pytest.skip(f"missing: {why}")
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    need(path, f"the {name} command; run the README's test command, which installs it")
+    return path
+
+
+@pytest.fixture
+def run_step(tmp_path):
+    """Run `python -m steps.<name> args...` as a separate process, as Tekton would."""
+
+    def run(name: str, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", f"steps.{name}", *args],
+            capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT, check=False,
+        )
+
+    return run
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def fake_api(tmp_path, monkeypatch):
+    """A running FakeApi; the steps find it through KUBECONFIG and retry quickly."""
+    from fakeapi import FakeApi
+
+    api = FakeApi().start()
+    monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / "kubeconfig")))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBE_RETRY_BASE_SECONDS", "0.01")
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def step(capsys):
+    """Run a step's main() in this process like its console script: exit code, stdout, stderr."""
+    from steps.common import run
+
+    def invoke(name: str, *args: str) -> Result:
+        module = importlib.import_module(f"steps.{name}")
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            run(module.main, list(args))
+        captured = capsys.readouterr()
+        return Result(exited.value.code, captured.out, captured.err)
+
+    return invoke
