@@ -118,8 +118,8 @@ class Kube:
                 return None
             raise
 
-    def list(self, kind: Kind, namespace: str, label_selector: str | None = None) -> dict:
-        query = [("labelSelector", label_selector)] if label_selector else []
+    def list(self, kind: Kind, namespace: str, label_selector: str | None = None, field_selector: str | None = None) -> dict:
+        query = [(k, v) for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v]
         return self._json("GET", kind.path(namespace), query=query)
 
     def items(self, kind: Kind, namespace: str, label_selector: str | None = None) -> list[dict]:
@@ -242,20 +242,20 @@ def follow(
 ) -> Iterator[dict | None]:
     """Yield the object now and after every change until the deadline; None once deleted.
 
-    Resumes from the last resourceVersion after a dropped connection or a server-side
-    watch timeout, and reads the object again after 410 Gone. A missing object raises
-    BadInput before anything is yielded.
+    Resumes from the last resourceVersion after a dropped stream or a server-side watch
+    timeout; after 410 Gone it lists again and watches from the list's resourceVersion.
+    A missing object raises BadInput before anything is yielded.
     """
     obj = initial or kube.get(kind, namespace, name)
     if obj is None:
         raise BadInput(f"{kind} {namespace}/{name} does not exist; check the name and namespace")
     yield obj
     version = obj["metadata"].get("resourceVersion", "0")
-    drops = 0
+    failures = 0
     while (remaining := deadline - time.monotonic()) > 0:
         try:
             for event in kube.watch(kind, namespace, name, version, int(remaining) + 1):
-                drops = 0
+                failures = 0
                 current = event.get("object") or {}
                 version = current.get("metadata", {}).get("resourceVersion", version)
                 if event["type"] == "BOOKMARK":
@@ -264,18 +264,21 @@ def follow(
                     yield None
                     return
                 yield current
+            continue  # the server ended the watch (its timeout): watch again from `version`
         except Gone:
-            obj = kube.get(kind, namespace, name)
-            if obj is None:
+            listed = kube.list(kind, namespace, field_selector=f"metadata.name={name}")
+            version = listed["metadata"]["resourceVersion"]
+            if not listed.get("items"):
                 yield None
                 return
-            version = obj["metadata"].get("resourceVersion", "0")
-            yield obj
+            yield listed["items"][0]
+            problem = "410 Gone"
         except _CONNECTION_ERRORS as err:  # dropped mid-stream: resume from `version`
-            drops += 1
-            if drops >= kube.retry.attempts:
-                raise ApiFailure(
-                    f"watching {kind} {namespace}/{name} failed {drops} times in a row ({err}); "
-                    "check that the API server is reachable, then re-run"
-                ) from None
-            time.sleep(kube.retry.delay(drops, None))
+            problem = f"stream broken ({type(err).__name__})"
+        failures += 1
+        if failures >= kube.retry.attempts:
+            raise ApiFailure(
+                f"watching {kind} {namespace}/{name} failed {failures} times in a row ({problem}); "
+                "check that the API server is reachable and healthy, then re-run"
+            )
+        time.sleep(kube.retry.delay(failures, None))

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def fake_api(tmp_path, monkeypatch):
     api = FakeApi().start()
     monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / "kubeconfig")))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBE_RETRY_BASE_SECONDS", "0.01")
+    monkeypatch.setenv("KUBE_RETRY_BASE_SECONDS", "0.001")
     yield api
     api.stop()
 
@@ -79,3 +80,46 @@ def step(capsys):
         return Result(exited.value.code, captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture
+def start_step():
+    """Start `python -m steps.<name>` in the background (a real process, as in a Tekton step)."""
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"steps.{name}", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fault-injection matrix (tests/test_faults.py) when it ran."""
+    try:
+        from test_faults import MATRIX
+    except ImportError:
+        return
+    if not MATRIX:
+        return
+    terminalreporter.section("fault injection: faults tried x outcome")
+    for row in MATRIX:
+        terminalreporter.write_line("{:<18} {:<26} {:<16} {:<7} {}".format(*row))

@@ -185,7 +185,7 @@ class FakeApi:
     def compact(self) -> None:
         """Forget the event history: watches from an older resourceVersion get 410."""
         with self.lock:
-            self.compacted_below = self.rv + 1
+            self.compacted_below = self.rv
             self.events.clear()
 
     def inject(self, verb=None, resource=None, action="status", status=500, headers=None, times=1) -> Fault:
@@ -243,6 +243,7 @@ def _status(code: int, reason: str, message: str) -> dict:
 def _handler_for(api: FakeApi):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # else headers and body in two writes cost a 40 ms delayed ACK
 
         def log_message(self, *args):  # quiet
             pass

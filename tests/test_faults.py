@@ -1,0 +1,144 @@
+"""Fault injection: every API call of every step, with 500, 429 + Retry-After, a dropped
+connection and (for watches) 410 Gone and a broken stream; once (the step must succeed)
+and on every attempt (the step must exit 4 with one clear line). The matrix is printed
+at the end of the test run."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cluster import NS, V2, configmap, deployment, experiment_v2, service, v2_completed, v2_running
+from conftest import wait_for
+
+B, C = "reviews-v1", "reviews-3f2a1bc"
+MATRIX: list[tuple[str, str, str, str, str]] = []  # step, call, fault, times, outcome
+FAULTS = {
+    "500": {"action": "status", "status": 500},
+    "429+Retry-After": {"action": "status", "status": 429, "headers": {"Retry-After": "0"}},
+    "dropped": {"action": "drop"},
+}
+WATCH_FAULTS = {**FAULTS, "410 Gone": {"action": "gone"}, "broken stream": {"action": "cut"}}
+
+
+def seed_create(api):
+    api.put("services", service())
+    api.put("deployments", deployment(B, "v1"))
+
+
+def seed_running(api):
+    api.put("experiments", experiment_v2(C, B, C, v2_running(B, C, 1, 20)))
+
+
+def seed_cleanup(api):
+    api.put("services", service())
+    api.put("deployments", deployment(B, "v1", labels={"iter8-tekton.dev/version": "v1"}))
+    api.put("deployments", deployment(C, "3f2a1bc", labels={"iter8-tekton.dev/stable": "false"}))
+    api.put("configmaps", configmap("reviews-v1-settings", {"iter8-tekton.dev/version": "v1"}))
+    api.put("experiments", experiment_v2(C, B, C, v2_completed(B, C, "Traffic To Winner", C, (0, 100))))
+
+
+STEPS = {
+    "create_experiment": (seed_create, ("--namespace", NS, "--service", "reviews", "--candidate", C)),
+    "wait_completion": (seed_running, ("--namespace", NS, "--experiment", C, "--timeout", "30")),
+    "cleanup": (seed_cleanup, ("--namespace", NS, "--experiment", C)),
+}
+
+
+def complete_when_watched(api, watches: int) -> threading.Thread:
+    """Finish the experiment once the step has a live watch (after `watches` attempts)."""
+
+    def finish():
+        try:
+            wait_for(lambda: len(api.calls("watch", "experiments")) >= watches, timeout=30)
+        except AssertionError:
+            return
+        time.sleep(0.1)
+        api.patch_status(V2, "experiments", NS, C, v2_completed(B, C, "Traffic To Winner", C, (0, 100)))
+
+    thread = threading.Thread(target=finish, daemon=True)
+    thread.start()
+    return thread
+
+
+def calls_of(name, fake_factory, step):
+    """The (verb, resource) pairs a clean run of the step makes."""
+    api = fake_factory()
+    seed, args = STEPS[name]
+    seed(api)
+    if name == "wait_completion":
+        complete_when_watched(api, 1)
+    result = step(name, *args)
+    assert result.code == 0, result.err
+    return sorted({(r.verb, r.plural) for r in api.requests})
+
+
+@pytest.fixture
+def fresh_api(fake_api, monkeypatch, tmp_path):
+    """A factory: a new, empty fake API server for each run (the fixture's own is the first)."""
+    from fakeapi import FakeApi
+
+    servers = [fake_api]
+
+    def make():
+        if len(servers) == 1 and not fake_api.requests and not fake_api.objects:
+            return fake_api
+        api = FakeApi().start()
+        servers.append(api)
+        monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / f"kubeconfig-{len(servers)}")))
+        return api
+
+    yield make
+    for api in servers[1:]:
+        api.stop()
+
+
+@pytest.mark.parametrize("name", list(STEPS))
+def test_fault_matrix(name, fresh_api, step):
+    for verb, plural in calls_of(name, fresh_api, step):
+        faults = WATCH_FAULTS if verb == "watch" else FAULTS
+        for fault, spec in faults.items():
+            for times in (1, None):
+                api = fresh_api()
+                seed, args = STEPS[name]
+                seed(api)
+                api.inject(verb, plural, times=times, **spec)
+                if name == "wait_completion" and times == 1:
+                    complete_when_watched(api, 2 if verb == "watch" else 1)
+                result = step(name, *args)
+                label = "once" if times == 1 else "always"
+                call = f"{verb} {plural}"
+                if times == 1:
+                    assert result.code == 0, (call, fault, result.err)
+                    MATRIX.append((name, call, fault, label, "recovered"))
+                else:
+                    assert result.code == 4, (call, fault, result.code, result.err)
+                    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+                    MATRIX.append((name, call, fault, label, "exit 4: " + result.err.strip()[:60]))
+
+
+def test_retry_after_is_honoured(fake_api, step):
+    seed_create(fake_api)
+    fake_api.inject("get", "services", action="status", status=429, headers={"Retry-After": "1"}, times=1)
+    started = time.monotonic()
+    result = step("create_experiment", *STEPS["create_experiment"][1])
+    assert result.code == 0, result.err
+    assert time.monotonic() - started >= 1.0
+    assert "429" in result.out and "retrying in 1.0s" in result.out
+
+
+def test_non_retryable_errors_are_not_retried(fake_api, step):
+    seed_create(fake_api)
+    fake_api.inject("create", "experiments", action="status", status=422, times=None)
+    result = step("create_experiment", *STEPS["create_experiment"][1])
+    assert result.code == 2 and "the API server rejected the experiment" in result.err
+    assert len(fake_api.calls("create")) == 1
+
+
+def test_forbidden_is_an_api_failure_naming_rbac(fake_api, step):
+    seed_create(fake_api)
+    fake_api.inject("list", "deployments", action="status", status=403, times=None)
+    result = step("create_experiment", *STEPS["create_experiment"][1])
+    assert result.code == 4 and "check the ServiceAccount and its Role" in result.err
