@@ -212,7 +212,7 @@ def default_template() -> dict:
 
 def load_template(path: str | None) -> dict:
     """The Experiment template from a YAML file (or the built-in v1alpha2 one), checked."""
-    if path is None:
+    if not path:
         return default_template()
     try:
         with open(path, encoding="utf-8") as f:

@@ -183,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--version", required=True, help="the candidate's version, e.g. the short commit SHA")
     p.add_argument("--image", required=True, help="the candidate's image, preferably by digest")
     p.add_argument("--output", help="write the manifests here (default: stdout)")
+    p.add_argument("--expect-deployment", help="fail unless the candidate Deployment gets this name (the experiment's)")
     add_results_dir(p)
     args = p.parse_args(argv)
 
@@ -190,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parse_image(args.image)
     mode, objects = render(args.kustomize_dir, version, args.image)
     names = candidate_deployments(objects, version)
+    if args.expect_deployment and args.expect_deployment not in names:
+        raise BadInput(
+            f"the candidate Deployment is {', '.join(names)}, but the experiment expects {args.expect_deployment}; "
+            "make the pipeline's `deployment` param the base name of the app's Deployment"
+        )
     manifest = yaml.safe_dump_all(objects, sort_keys=False)
     if args.output:
         Path(args.output).write_text(manifest, encoding="utf-8")
