@@ -113,13 +113,14 @@ def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Print the fault-injection matrix (tests/test_faults.py) when it ran."""
-    try:
-        from test_faults import MATRIX
-    except ImportError:
-        return
-    if not MATRIX:
-        return
-    terminalreporter.section("fault injection: faults tried x outcome")
-    for row in MATRIX:
-        terminalreporter.write_line("{:<18} {:<26} {:<16} {:<7} {}".format(*row))
+    """Print what some tests measure: the fault-injection matrix, the step image's size."""
+    matrix = getattr(sys.modules.get("test_faults"), "MATRIX", [])
+    if matrix:
+        terminalreporter.section("fault injection: faults tried x outcome")
+        for row in matrix:
+            terminalreporter.write_line("{:<18} {:<26} {:<16} {:<7} {}".format(*row))
+    report = getattr(sys.modules.get("test_image"), "REPORT", [])
+    if report:
+        terminalreporter.section("step image")
+        for line in report:
+            terminalreporter.write_line(line)

@@ -1,0 +1,190 @@
+"""The step image: it builds (hack/build-images.py through podman's Docker API, from a
+local Debian base made by hack/make-base.sh), and every step works inside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import APPS, ROOT, need, need_tool
+from gitserver import serve
+from test_load import App
+
+REGISTRY = "localhost/iter8-tekton-test"
+IMAGE = f"{REGISTRY}/steps:0.1.0"
+REPORT: list[str] = []  # printed at the end of the run (conftest)
+RUN = ["podman", "--runtime", "runc", "run", "--rm", "--network", "host",
+       "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
+
+
+def kubectl_binary() -> Path:
+    """The host's real kubectl (a cloud SDK installs a version dispatcher next to real ones)."""
+    path = Path(shutil.which("kubectl")).resolve()
+    for sibling in sorted(path.parent.glob("kubectl.1.32*")):
+        return sibling
+    return path
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    need_tool("podman")
+    need_tool("debootstrap")
+    need_tool("kubectl")
+    base = subprocess.run([str(ROOT / "hack" / "make-base.sh")], capture_output=True, text=True)
+    assert base.returncode == 0, base.stderr
+    # No registry here: registry.k8s.io/kubectl is stood in for by the host's kubectl binary.
+    scratch = tmp_path_factory.mktemp("kubectl-image")
+    shutil.copy2(kubectl_binary(), scratch / "kubectl")
+    (scratch / "Dockerfile").write_text('FROM scratch\nCOPY kubectl /bin/kubectl\nENTRYPOINT ["/bin/kubectl"]\n')
+    subprocess.run(["podman", "build", "--isolation", "chroot", "-q", "-t", "localhost/kubectl:host", str(scratch)],
+                   check=True, capture_output=True)
+    socket = scratch / "podman.sock"
+    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started = time.monotonic()
+        built = subprocess.run(
+            [sys.executable, str(ROOT / "hack" / "build-images.py"), "--docker-host", f"unix://{socket}",
+             "--registry", REGISTRY, "--base", "localhost/debian:bookworm-slim", "--kubectl-image", "localhost/kubectl:host",
+             "--ca-bundle", "/etc/ssl/certs/ca-certificates.crt"],
+            capture_output=True, text=True, timeout=1800,
+        )
+        assert built.returncode == 0, built.stderr[-3000:]
+        REPORT.append(f"build: {time.monotonic() - started:.0f} s")
+        yield built.stdout
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+
+
+def run(*args: str, volumes: dict | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    mounts = [a for host, guest in (volumes or {}).items() for a in ("-v", f"{host}:{guest}:Z")]
+    envs = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
+    return subprocess.run([*RUN, *mounts, *envs, IMAGE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_build_prints_both_tags(image):
+    sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    lines = image.splitlines()
+    assert any(line.startswith(f"built {REGISTRY}/steps:0.1.0 sha256:") for line in lines)
+    assert any(line.startswith(f"built {REGISTRY}/steps:{sha}") for line in lines)
+
+
+def test_size_user_and_labels(image):
+    info = json.loads(subprocess.run(["podman", "image", "inspect", IMAGE], capture_output=True, text=True, check=True).stdout)[0]
+    size_mb = info["Size"] / 1e6
+    REPORT.append(f"step image size: {size_mb:.0f} MB uncompressed (target < 250 MB)")
+    assert size_mb < 300, "the image grew well past its known size; see images/steps/Dockerfile"
+    assert info["Config"]["User"] == "10001"
+    labels = info["Config"]["Labels"]
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    proc = run("sh", "-c", "id -u; command -v gcc cc pip pip3 || true; ls /opt/venv/bin")
+    uid, *rest = proc.stdout.split("\n")
+    assert uid == "10001"
+    assert "gcc" not in proc.stdout and "/pip" not in proc.stdout, "no build tools in the final image"
+
+
+@pytest.mark.parametrize("script", ["canary-create-experiment", "canary-patch-kustomize", "canary-load", "canary-wait-completion", "canary-cleanup"])
+def test_every_step_starts(image, script):
+    proc = run(script, "--help")
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr
+
+
+def test_load_drives_hey_against_a_local_server(image):
+    need_tool("hey")
+    app = App()
+    proc = run("canary-load", "--url", app.url, "--rate", "20", "--max-duration", "3")
+    app.server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    assert "total:" in proc.stdout and app.count >= 20
+
+
+def test_patch_kustomize_renders_the_sample_app(image):
+    proc = run("canary-patch-kustomize", "--kustomize-dir", "/apps/reviews/kustomize", "--version", "3f2a1bc",
+               "--image", "registry.example.com/reviews@sha256:" + "ab" * 32, volumes={APPS: "/apps"})
+    assert proc.returncode == 0, proc.stderr
+    names = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(proc.stdout)]
+    assert ("Deployment", "reviews-3f2a1bc") in names
+
+
+def test_create_experiment_dry_run(image):
+    proc = run("canary-create-experiment", "--namespace", "bookinfo", "--service", "reviews", "--candidate", "reviews-3f2a1bc",
+               "--baseline", "reviews", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["spec"]["service"]["candidates"] == ["reviews-3f2a1bc"]
+
+
+def test_fetch_source_script_clones_an_exact_commit(image, tmp_path):
+    """The fetch-source Task's own script, in the image, against a smart-HTTP git server."""
+    repo = tmp_path / "repos" / "app.git"
+    work = tmp_path / "work"
+    git = lambda *a, cwd=work: subprocess.run(["git", *a], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    work.mkdir()
+    git("init", "-q", "-b", "main")
+    (work / "README").write_text("one\n")
+    git("add", "README")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "one")
+    first = git("rev-parse", "HEAD")
+    (work / "README").write_text("two\n")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-am", "two")
+    git("clone", "-q", "--bare", str(work), str(repo), cwd=tmp_path)
+    git("config", "uploadpack.allowReachableSHA1InWant", "true", cwd=repo)
+    server, url = serve(tmp_path / "repos")
+    task = yaml.safe_load((ROOT / "tasks" / "fetch-source.yaml").read_text())
+    script = task["spec"]["steps"][0]["script"]
+    (tmp_path / "workspace").mkdir()
+    (tmp_path / "results").mkdir()
+    os.chmod(tmp_path / "workspace", 0o777)
+    os.chmod(tmp_path / "results", 0o777)
+    proc = run("sh", "-c", script, volumes={tmp_path / "workspace": "/workspace/source", tmp_path / "results": "/tekton/results"},
+               env={"REPO_URL": f"{url}/app.git", "REVISION": first, "CHECKOUT_DIR": "/workspace/source/src",
+                    "RESULT_COMMIT": "/tekton/results/commit", "RESULT_SHORT_SHA": "/tekton/results/short-sha", "HOME": "/tmp"})
+    server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "results" / "commit").read_text() == first
+    assert (tmp_path / "results" / "short-sha").read_text() == first[:7]
+    assert (tmp_path / "workspace" / "src" / "README").read_text() == "one\n"
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = need_tool("hadolint")
+    proc = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "images" / "steps" / "Dockerfile")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_shell_scripts_pass_shellcheck():
+    shellcheck = need_tool("shellcheck")
+    scripts = [ROOT / ".ci" / "run", ROOT / "hack" / "test", *sorted((ROOT / "hack").glob("*.sh"))]
+    proc = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_kustomize_points_the_bundle_at_the_build(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_images", ROOT / "hack" / "build-images.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shutil.copy2(ROOT / "kustomization.yaml", tmp_path / "kustomization.yaml")
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    monkeypatch.setattr(module.shutil, "which", lambda name: None)  # no kustomize binary: the fallback
+    module.set_image("registry.local/steps@sha256:" + "1" * 64)
+    text = (tmp_path / "kustomization.yaml").read_text()
+    assert "    newName: registry.local/steps\n    digest: sha256:" + "1" * 64 in text
+    assert "# The step image" in text  # comments survive
+    module.set_image("registry.local/steps:6ebfc2065efb")
+    entry = yaml.safe_load((tmp_path / "kustomization.yaml").read_text())["images"]
+    assert entry == [{"name": "ghcr.io/iter8-tekton/steps", "newName": "registry.local/steps", "newTag": "6ebfc2065efb"}]
