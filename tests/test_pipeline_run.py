@@ -93,7 +93,11 @@ class Run:
         for step in task["spec"]["steps"]:
             argv = substitute(step.get("command", []) + step.get("args", []), task_vars)
             argv = [a.replace("/tekton/results", str(results_dir)) for a in argv]
-            if step["image"] == STEPS_IMAGE:
+            if argv[:2] == ["kubectl", "apply"]:
+                manifest = next(Path(a.split("=", 1)[1]) for a in argv if a.startswith("--filename="))
+                apply(self.fake_api, manifest)
+                self.iter8_outcome(self.fake_api)  # iter8 runs the experiment once the candidate exists
+            elif step["image"] == STEPS_IMAGE:
                 cwd = substitute(step.get("workingDir", str(ROOT)), task_vars)
                 proc = subprocess.run(module_argv(argv), capture_output=True, text=True, cwd=cwd,
                                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
@@ -101,10 +105,6 @@ class Run:
                 if proc.returncode:
                     self.status[name] = "Failed"
                     break
-            elif argv[:2] == ["kubectl", "apply"]:
-                manifest = next(Path(a.split("=", 1)[1]) for a in argv if a.startswith("--filename="))
-                apply(self.fake_api, manifest)
-                self.iter8_outcome(self.fake_api)  # iter8 runs the experiment once the candidate exists
             else:
                 raise AssertionError(f"no way to run step {step['name']} of {name} here")
         else:
