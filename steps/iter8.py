@@ -14,7 +14,7 @@ from importlib import resources
 
 import yaml
 
-from .common import BadInput
+from .common import RUN_LABEL, BadInput
 from .kube import ApiError, Kind
 
 GROUP = "iter8.tools"
@@ -75,6 +75,11 @@ class V1Alpha2:
     def fill(self, exp: dict, service: str, baseline: str, candidate: str) -> None:
         svc = exp["spec"].setdefault("service", {})
         svc.update(name=service, baseline=baseline, candidates=[candidate])
+
+    def rollback_patch(self, exp: dict) -> dict:
+        """End the experiment now with all traffic on the baseline (iter8's manual override)."""
+        _, baseline, candidate = self.targets(exp)
+        return {"spec": {"manualOverride": {"action": "terminate", "trafficSplit": {baseline: 100, candidate: 0}}}}
 
     def targets(self, exp: dict) -> tuple[str, str, str]:
         svc = (exp.get("spec") or {}).get("service") or {}
@@ -148,6 +153,11 @@ class V1Alpha1:
         target = exp["spec"].setdefault("targetService", {})
         target.setdefault("apiVersion", "v1")
         target.update(name=service, baseline=baseline, candidate=candidate)
+
+    def rollback_patch(self, exp: dict) -> dict:
+        """Fail the experiment now, which sends the traffic back to the baseline: v0.2 reads
+        the top-level `action`, the 2019 controller `spec.assessment`."""
+        return {"action": "override_failure", "spec": {"assessment": "override_failure"}}
 
     def targets(self, exp: dict) -> tuple[str, str, str]:
         target = (exp.get("spec") or {}).get("targetService") or {}
@@ -247,6 +257,17 @@ def locate(kube, namespace: str, name: str, api_version: str | None = None) -> t
         if exp is not None:
             return adapter, exp
     raise BadInput(f"experiment {namespace}/{name} does not exist; check --experiment and --namespace")
+
+
+def of_run(kube, namespace: str, pipeline_run: str):
+    """(adapter, experiment) for each experiment a PipelineRun created, in every served version."""
+    for adapter in ADAPTERS.values():
+        try:
+            for exp in kube.items(adapter.kind, namespace, f"{RUN_LABEL}={pipeline_run}"):
+                yield adapter, exp
+        except ApiError as err:
+            if err.status != 404:  # 404: the cluster does not serve this version
+                raise
 
 
 def describe(outcome: Outcome, candidate: str) -> str:

@@ -160,3 +160,45 @@ def v1_2019(phase: str, traffic: tuple[int, int] | None, iteration: int = 8) -> 
     if phase == "Failed":
         status["message"] = "NotAllSuccessCriteriaMet, Traffic: AllToBaseline"
     return status
+
+
+def pipeline_run(name: str, state: str = "Unknown") -> dict:
+    """A PipelineRun: state Unknown (running), True (succeeded) or False (failed)."""
+    return {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"pipelineRef": {"name": "canary-rollout"}},
+        "status": {"conditions": [{"type": "Succeeded", "status": state, "reason": "Running" if state == "Unknown" else "Done"}]},
+    }
+
+
+class FakeIter8:
+    """Plays iter8's controller for rollbacks: an experiment given a manual override (v1alpha2)
+    or override_failure (v1alpha1) completes with all traffic on its baseline."""
+
+    def __init__(self, api):
+        import threading
+
+        self.api, self.stopping = api, threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        while not self.stopping.wait(0.02):
+            with self.api.lock:
+                pending = [dict(o) for k, o in self.api.objects.items() if k[2] == "experiments"]
+            for exp in pending:
+                meta, status = exp["metadata"], exp.get("status") or {}
+                if status.get("phase") == "Completed":
+                    continue
+                if exp["apiVersion"] == V2 and (exp["spec"].get("manualOverride") or {}).get("action") == "terminate":
+                    svc = exp["spec"]["service"]
+                    done = v2_completed(svc["baseline"], svc["candidates"][0], "Traffic User Specified (Abort)", None, (100, 0))
+                    self.api.patch_status(V2, "experiments", meta["namespace"], meta["name"], done)
+                elif exp["apiVersion"] == V1 and exp.get("action") == "override_failure":
+                    self.api.patch_status(V1, "experiments", meta["namespace"], meta["name"], v1_completed(False, (100, 0)))
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join()

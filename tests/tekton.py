@@ -53,6 +53,7 @@ def check_task(task: dict) -> list[str]:
     params = {p["name"]: p for p in spec.get("params") or []}
     results = {r["name"] for r in spec.get("results") or []}
     workspaces = {w["name"] for w in spec.get("workspaces") or []}
+    steps = {f"step-{s['name']}" for s in spec.get("steps") or []}
     problems = []
     for path, text in strings(spec):
         for ref in VARIABLE.findall(text):
@@ -67,6 +68,8 @@ def check_task(task: dict) -> list[str]:
                 problems.append(f"{path}: $({ref}) names no result path")
             elif parts[0] == "workspaces" and (len(parts) != 3 or parts[1] not in workspaces or parts[2] not in ("path", "bound", "claim", "volume")):
                 problems.append(f"{path}: $({ref}) names no workspace")
+            elif parts[0] == "steps" and (len(parts) != 4 or parts[1] not in steps or parts[2:] != ["exitCode", "path"]):
+                problems.append(f"{path}: $({ref}) names no step's exit code")
             elif parts[0] not in ("params", "results", "workspaces", "context", "steps", "credentials"):
                 problems.append(f"{path}: $({ref}) is not a Task variable")
     for name, param in params.items():
@@ -119,6 +122,9 @@ def check_pipeline(pipeline: dict, tasks: dict[str, dict]) -> list[str]:
                     parts = ref.split(".")
                     if parts[0] == "params" and parts[1] not in params:
                         problems.append(f"{where}.{name}{path}: $({ref}) names no pipeline param")
+                    elif ref == "tasks.status":  # the DAG's aggregate status
+                        if where != "finally":
+                            problems.append(f"{where}.{name}{path}: only finally tasks may read $(tasks.status)")
                     elif parts[0] == "tasks":
                         target = parts[1]
                         if target not in dag:

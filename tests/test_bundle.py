@@ -30,8 +30,9 @@ def objects():
 
 def test_bundle_holds_the_tasks_pipeline_and_rbac(objects):
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
-    for task in ("fetch-source", "build", "create-experiment", "deploy", "generate-load", "wait-completion", "cleanup"):
+    for task in TASKS:
         assert ("Task", task) in kinds
+    assert {name for kind, name in kinds if kind == "Task"} == set(TASKS)
     assert {("Pipeline", "canary-rollout"), ("ServiceAccount", "canary-pipeline"), ("Role", "canary-pipeline"),
             ("RoleBinding", "canary-pipeline")} <= kinds
     assert all(o["apiVersion"] == "tekton.dev/v1" for o in objects if o["kind"] in ("Task", "Pipeline"))
@@ -74,7 +75,10 @@ def test_no_substitution_inside_any_script(objects):
                 assert "$(" not in script, f"{obj['metadata']['name']}/{step}: values must come as env or args"
 
 
-@pytest.mark.parametrize("name", ["fetch-source", "build", "create-experiment", "deploy", "generate-load", "wait-completion", "cleanup"])
+TASKS = ["acquire-lock", "fetch-source", "build", "create-experiment", "deploy", "generate-load", "wait-completion", "cleanup"]
+
+
+@pytest.mark.parametrize("name", TASKS)
 def test_task_references_resolve(objects, name):
     assert check_task(by_kind(objects, "Task")[name]) == []
 

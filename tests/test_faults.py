@@ -40,10 +40,35 @@ def seed_cleanup(api):
     api.put("experiments", experiment_v2(C, B, C, v2_completed(B, C, "Traffic To Winner", C, (0, 100))))
 
 
+def seed_stale_lock(api):
+    api.put("leases", {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                       "metadata": {"name": "canary-rollout-reviews", "namespace": NS}, "spec": {"holderIdentity": "r0"}})
+
+
+def seed_held_lock(api):
+    api.put("leases", {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                       "metadata": {"name": "canary-rollout-reviews", "namespace": NS}, "spec": {"holderIdentity": "r1"}})
+
+
+def seed_finished_run(api):
+    exp = experiment_v2(C, B, C, v2_completed(B, C, "Traffic To Winner", C, (0, 100)))
+    exp["metadata"]["labels"] = {"iter8-tekton.dev/run": "r1"}
+    api.put("experiments", exp)
+
+
+LOCK = ("--namespace", NS, "--service", "reviews", "--run", "r1")
+# scenario -> (step module, seed, args, exit code when the fault never clears)
 STEPS = {
-    "create_experiment": (seed_create, ("--namespace", NS, "--service", "reviews", "--candidate", C)),
-    "wait_completion": (seed_running, ("--namespace", NS, "--experiment", C, "--timeout", "30")),
-    "cleanup": (seed_cleanup, ("--namespace", NS, "--experiment", C)),
+    "create_experiment": ("create_experiment", seed_create, ("--namespace", NS, "--service", "reviews", "--candidate", C), 4),
+    "wait_completion": ("wait_completion", seed_running, ("--namespace", NS, "--experiment", C, "--timeout", "30"), 4),
+    "cleanup": ("cleanup", seed_cleanup, ("--namespace", NS, "--experiment", C), 4),
+    "lock acquire": ("lock", lambda api: None, ("acquire", *LOCK), 4),
+    "lock take-over": ("lock", seed_stale_lock, ("acquire", *LOCK), 4),
+    "lock release": ("lock", seed_held_lock, ("release", *LOCK), 4),
+    # Reporting never fails the rollout: it posts state "error" and exits 0.
+    "commit_status": ("commit_status", seed_finished_run, ("--repo-url", "https://github.com/example/reviews", "--commit", "0" * 40,
+                                                          "--namespace", NS, "--run", "r1", "--phase", "end",
+                                                          "--api-url", "http://127.0.0.1:9"), 0),
 }
 
 
@@ -66,11 +91,11 @@ def complete_when_watched(api, watches: int) -> threading.Thread:
 def calls_of(name, fake_factory, step):
     """The (verb, resource) pairs a clean run of the step makes."""
     api = fake_factory()
-    seed, args = STEPS[name]
+    module, seed, args, _ = STEPS[name]
     seed(api)
     if name == "wait_completion":
         complete_when_watched(api, 1)
-    result = step(name, *args)
+    result = step(module, *args)
     assert result.code == 0, result.err
     return sorted({(r.verb, r.plural) for r in api.requests})
 
@@ -96,34 +121,38 @@ def fresh_api(fake_api, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("name", list(STEPS))
-def test_fault_matrix(name, fresh_api, step):
+def test_fault_matrix(name, fresh_api, step, monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", "t")  # commit_status reads the experiment before it posts
+    module, seed, args, repeated_code = STEPS[name]
     for verb, plural in calls_of(name, fresh_api, step):
         faults = WATCH_FAULTS if verb == "watch" else FAULTS
         for fault, spec in faults.items():
             for times in (1, None):
                 api = fresh_api()
-                seed, args = STEPS[name]
                 seed(api)
                 api.inject(verb, plural, times=times, **spec)
                 if name == "wait_completion" and times == 1:
                     complete_when_watched(api, 2 if verb == "watch" else 1)
-                result = step(name, *args)
+                result = step(module, *args)
                 label = "once" if times == 1 else "always"
                 call = f"{verb} {plural}"
                 if times == 1:
                     assert result.code == 0, (call, fault, result.err)
                     MATRIX.append((name, call, fault, label, "recovered"))
-                else:
+                elif repeated_code == 4:
                     assert result.code == 4, (call, fault, result.code, result.err)
                     assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
                     MATRIX.append((name, call, fault, label, "exit 4: " + result.err.strip()[:60]))
+                else:
+                    assert result.code == repeated_code and "Traceback" not in result.err, (call, fault, result.err)
+                    MATRIX.append((name, call, fault, label, f"exit {result.code}: reported, the rollout goes on"))
 
 
 def test_retry_after_is_honoured(fake_api, step):
     seed_create(fake_api)
     fake_api.inject("get", "services", action="status", status=429, headers={"Retry-After": "1"}, times=1)
     started = time.monotonic()
-    result = step("create_experiment", *STEPS["create_experiment"][1])
+    result = step("create_experiment", *STEPS["create_experiment"][2])
     assert result.code == 0, result.err
     assert time.monotonic() - started >= 1.0
     assert "429" in result.out and "retrying in 1.0s" in result.out
@@ -132,7 +161,7 @@ def test_retry_after_is_honoured(fake_api, step):
 def test_non_retryable_errors_are_not_retried(fake_api, step):
     seed_create(fake_api)
     fake_api.inject("create", "experiments", action="status", status=422, times=None)
-    result = step("create_experiment", *STEPS["create_experiment"][1])
+    result = step("create_experiment", *STEPS["create_experiment"][2])
     assert result.code == 2 and "the API server rejected the experiment" in result.err
     assert len(fake_api.calls("create")) == 1
 
@@ -140,5 +169,5 @@ def test_non_retryable_errors_are_not_retried(fake_api, step):
 def test_forbidden_is_an_api_failure_naming_rbac(fake_api, step):
     seed_create(fake_api)
     fake_api.inject("list", "deployments", action="status", status=403, times=None)
-    result = step("create_experiment", *STEPS["create_experiment"][1])
+    result = step("create_experiment", *STEPS["create_experiment"][2])
     assert result.code == 4 and "check the ServiceAccount and its Role" in result.err

@@ -149,3 +149,24 @@ def test_missing_experiment(app, fake_api, step):
     result = step("load", "--url", app.url, "--namespace", NS, "--experiment", C)
     assert result.code == 2 and "does not exist" in result.err
     assert app.count == 0
+
+
+@pytest.mark.parametrize("fault", ["status", "drop", "gone", "cut"])
+def test_experiment_watch_faults_never_stop_the_load_early(app, fake_api, start_step, tmp_path, fault):
+    """When the watch keeps failing, load warns and goes on until another stop condition."""
+    fake_api.put("experiments", experiment_v2(C, B, C, v2_running(B, C, 1, 20)))
+    fake_api.inject("watch", "experiments", action=fault, times=None)
+    proc = start_step("load", *load_args(app, tmp_path, "--namespace", NS, "--experiment", C, "--max-duration", "3"))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopping: --max-duration 3s passed" in out and app.count > 20
+    assert "warning: stopped watching experiment" in out
+
+
+def test_a_passing_fault_on_reading_the_experiment_is_retried(app, fake_api, start_step, tmp_path):
+    fake_api.put("experiments", experiment_v2(C, B, C, v2_completed(B, C, "Traffic To Winner", C, (0, 100))))
+    fake_api.inject("get", "experiments", status=503, times=2)
+    proc = start_step("load", *load_args(app, tmp_path, "--namespace", NS, "--experiment", C))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "retrying" in out and f"stopping: experiment {C} completed" in out

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster import NS, V2, deployment, service, v2_completed
+from cluster import NS, V2, FakeIter8, deployment, service, v2_completed
 from conftest import APPS, ROOT, need_tool
 from tekton import bundle, by_kind, order, substitute
 
@@ -69,7 +69,9 @@ class Run:
         values["context.pipelineRun.name"] = RUN
         for task, results in self.results.items():
             values.update({f"tasks.{task}.results.{k}": v for k, v in results.items()})
+        dag = [self.status.get(t["name"], "None") for t in self.pipeline["spec"]["tasks"]]
         values.update({f"tasks.{t['name']}.status": self.status.get(t["name"], "None") for t in self.pipeline["spec"]["tasks"]})
+        values["tasks.status"] = "Failed" if "Failed" in dag else "Completed" if "None" in dag else "Succeeded"
         return values
 
     def run_task(self, ptask: dict) -> None:
@@ -89,28 +91,42 @@ class Run:
             sub = bound.get(ws["name"], {}).get("subPath")
             task_vars[f"workspaces.{ws['name']}.path"] = str(self.workspace / sub if sub else self.workspace)
         task_vars.update({f"results.{r['name']}.path": str(results_dir / r["name"]) for r in task["spec"].get("results") or []})
-        log = []
+        steps_dir = self.tmp / "steps" / name
+        for step in task["spec"]["steps"]:  # Tekton's exit-code files, one per step
+            (steps_dir / f"step-{step['name']}").mkdir(parents=True)
+            task_vars[f"steps.step-{step['name']}.exitCode.path"] = str(steps_dir / f"step-{step['name']}" / "exitCode")
+        log, failed = [], False
         for step in task["spec"]["steps"]:
-            argv = substitute(step.get("command", []) + step.get("args", []), task_vars)
-            argv = [a.replace("/tekton/results", str(results_dir)) for a in argv]
-            if argv[:2] == ["kubectl", "apply"]:
-                manifest = next(Path(a.split("=", 1)[1]) for a in argv if a.startswith("--filename="))
-                apply(self.fake_api, manifest)
-                self.iter8_outcome(self.fake_api)  # iter8 runs the experiment once the candidate exists
-            elif step["image"] == STEPS_IMAGE:
-                cwd = substitute(step.get("workingDir", str(ROOT)), task_vars)
-                proc = subprocess.run(module_argv(argv), capture_output=True, text=True, cwd=cwd,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
-                log.append(f"[{step['name']}] {argv}\n{proc.stdout}{proc.stderr}")
-                if proc.returncode:
-                    self.status[name] = "Failed"
-                    break
-            else:
-                raise AssertionError(f"no way to run step {step['name']} of {name} here")
-        else:
-            self.status[name] = "Succeeded"
+            code = self.run_step(step, task_vars, results_dir, log)
+            Path(task_vars[f"steps.step-{step['name']}.exitCode.path"]).write_text(str(code))
+            if code and step.get("onError") != "continue":
+                failed = True
+                break
+        self.status[name] = "Failed" if failed else "Succeeded"
         self.logs[name] = "\n".join(log)
         self.results[name] = {p.name: p.read_text() for p in results_dir.iterdir()}
+
+    def run_step(self, step: dict, task_vars: dict, results_dir: Path, log: list[str]) -> int:
+        argv = substitute(step.get("command", []) + step.get("args", []), task_vars)
+        argv = [a.replace("/tekton/results", str(results_dir)) for a in argv]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        for var in step.get("env") or []:
+            if "value" in var:
+                env[var["name"]] = substitute(var["value"], task_vars)
+            # valueFrom (the optional github-token Secret): absent here, so unset
+        if argv[:2] == ["kubectl", "apply"]:
+            manifest = next(Path(a.split("=", 1)[1]) for a in argv if a.startswith("--filename="))
+            apply(self.fake_api, manifest)
+            self.iter8_outcome(self.fake_api)  # iter8 runs the experiment once the candidate exists
+            return 0
+        if step["image"] != STEPS_IMAGE:
+            raise AssertionError(f"no way to run step {step['name']} here")
+        if step.get("script"):
+            argv = ["sh", "-c", step["script"]]
+        cwd = substitute(step.get("workingDir", str(ROOT)), task_vars)
+        proc = subprocess.run(module_argv(argv), capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+        log.append(f"[{step['name']}] {argv}\n{proc.stdout}{proc.stderr}")
+        return proc.returncode
 
     def run(self) -> str:
         for name in order(self.pipeline):
@@ -141,7 +157,9 @@ def cluster(fake_api):
     need_tool("hey")
     fake_api.put("services", service())
     fake_api.put("deployments", deployment("reviews", "v1"))
-    return fake_api
+    controller = FakeIter8(fake_api)  # completes experiments that get rolled back
+    yield fake_api
+    controller.stop()
 
 
 def deployments(api) -> dict[str, dict]:
@@ -165,16 +183,29 @@ def test_promotion(cluster, tmp_path):
 def test_rollback_fails_the_run_and_still_removes_the_candidate(cluster, tmp_path):
     run = Run(cluster, tmp_path, iter8_says(winner_is_candidate=False))
     assert run.run() == "Failed"
-    assert run.status["wait-completion"] == "Failed" and run.status["cleanup"] == "Succeeded"
+    assert run.status["wait-completion"] == "Failed" and run.status["cleanup"] == "Succeeded", run.logs.get("cleanup")
     assert run.results["wait-completion"]["outcome"] == "rolled-back"
     assert set(deployments(cluster)) == {"reviews"}
     assert deployments(cluster)["reviews"]["metadata"]["labels"]["iter8-tekton.dev/stable"] == "true"
 
 
-def test_failed_deploy_runs_neither_load_nor_cleanup(cluster, tmp_path):
+def test_failed_deploy_rolls_the_experiment_back_and_releases_the_lock(cluster, tmp_path):
     run = Run(cluster, tmp_path, iter8_says(winner_is_candidate=True))
     run.params["deployment"] = "ratings"  # the rendered Deployment will not be the experiment's candidate
     assert run.run() == "Failed"
     assert run.status["deploy"] == "Failed"
-    assert "generate-load" not in run.status and "wait-completion" not in run.status and "cleanup" not in run.status
+    assert "generate-load" not in run.status and "wait-completion" not in run.status
+    assert run.status["cleanup"] == "Succeeded", run.logs["cleanup"]
+    exp = cluster.get(V2, "experiments", NS, f"ratings-{SHORT}")
+    assert exp["spec"]["manualOverride"]["action"] == "terminate", "the unfinished experiment goes back to the baseline"
     assert set(deployments(cluster)) == {"reviews"}
+    assert cluster.get("coordination.k8s.io/v1", "leases", NS, "canary-rollout-reviews")["spec"].get("holderIdentity") is None
+
+
+def test_the_lock_is_held_during_the_run_and_released_at_the_end(cluster, tmp_path):
+    run = Run(cluster, tmp_path, iter8_says(winner_is_candidate=True))
+    assert run.run() == "Succeeded", run.logs
+    lease = cluster.get("coordination.k8s.io/v1", "leases", NS, "canary-rollout-reviews")
+    assert lease["spec"].get("holderIdentity") is None
+    assert f"{RUN} holds the rollout lock of reviews" in run.logs["acquire-lock"]
+    assert "commit status reporting is off" in run.logs["acquire-lock"]

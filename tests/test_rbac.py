@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from cluster import (NS, V2, configmap, deployment, destination_rule, experiment_v2, service, v2_completed,
-                     v2_running, virtual_service)
+from cluster import (NS, V2, FakeIter8, configmap, deployment, destination_rule, experiment_v2, pipeline_run, service,
+                     v2_completed, v2_running, virtual_service)
 from conftest import wait_for
 from tekton import bundle, by_kind
 
@@ -34,9 +34,10 @@ def routing(api):
 
 
 @pytest.fixture
-def calls(fake_api, step, tmp_path):
+def calls(fake_api, step, tmp_path, monkeypatch):
     """Run every step once through its widest path; return the calls made."""
     api = fake_api
+    monkeypatch.setenv("GITHUB_TOKEN", "t")  # commit_status reads the run's experiments
     api.put("services", service())
     api.put("deployments", deployment(B, "v1", labels={"iter8-tekton.dev/version": "v1"}))
     api.put("configmaps", configmap("reviews-v1-settings", {"iter8-tekton.dev/version": "v1"}))
@@ -57,6 +58,29 @@ def calls(fake_api, step, tmp_path):
     assert result.code == 0, result.err
     api.put("virtualservices", virtual_service({"baseline": 0, "candidate": 100}))
     assert step("cleanup", "--namespace", NS, "--experiment", C).code == 0
+    # The lock: taken, superseded by a second run (rolling back run r1's unfinished
+    # experiment), released; the end of a run: cleanup by run label with a rollback.
+    iter8 = FakeIter8(api)
+    try:
+        api.put("pipelineruns", pipeline_run("r1"))
+        api.put("deployments", deployment("reviews-1111111", "1111111"))
+        unfinished = experiment_v2("reviews-1111111", C, "reviews-1111111", v2_running(C, "reviews-1111111", 2, 20))
+        unfinished["metadata"]["labels"] = {"iter8-tekton.dev/run": "r1"}
+        api.put("experiments", unfinished)
+        assert step("lock", "acquire", "--namespace", NS, "--service", "reviews", "--run", "r1").code == 0
+        result = step("lock", "acquire", "--namespace", NS, "--service", "reviews", "--run", "r2", "--policy", "supersede")
+        assert result.code == 0, result.err
+        assert step("lock", "release", "--namespace", NS, "--service", "reviews", "--run", "r2").code == 0
+        api.put("deployments", deployment("reviews-2222222", "2222222"))
+        running = experiment_v2("reviews-2222222", C, "reviews-2222222", v2_running(C, "reviews-2222222", 2, 20))
+        running["metadata"]["labels"] = {"iter8-tekton.dev/run": "r2"}
+        api.put("experiments", running)
+        result = step("cleanup", "--namespace", NS, "--run", "r2", "--roll-back-unfinished", "30")
+        assert result.code == 0, result.err
+    finally:
+        iter8.stop()
+    assert step("commit_status", "--repo-url", "https://github.com/example/reviews", "--commit", "0" * 40, "--namespace", NS,
+                "--run", "r2", "--phase", "end", "--api-url", "http://127.0.0.1:9").code == 0
     return record(api)
 
 
