@@ -71,11 +71,15 @@ def build(client, repository: str, tags: list[str], buildargs: dict, ca_bundle: 
 
 
 def push(client, repository: str, tag: str) -> str:
+    """Push one tag; the registry's digest (Docker reports it in `aux`, podman in a status line)."""
     digest = ""
     for line in client.images.push(repository, tag=tag, stream=True, decode=True):
         if "error" in line:
             raise APIError(line["error"])
-        digest = (line.get("aux") or {}).get("Digest", digest)
+        found = re.search(r"digest: (sha256:[0-9a-f]{64})", line.get("status", ""))
+        digest = (line.get("aux") or {}).get("Digest") or (found.group(1) if found else digest)
+    if not digest:
+        raise APIError(f"the engine reported no digest for {repository}:{tag}")
     return digest
 
 

@@ -217,7 +217,7 @@ class Kube:
         if not 200 <= resp.status <= 299:
             raise _error_from(resp)
         if not stream:
-            resp.data  # read the whole body now (cached on the response), inside the retry loop
+            resp.read(cache_content=True)  # the whole body now, inside the retry loop; kept for .data
         return resp
 
 

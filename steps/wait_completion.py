@@ -49,15 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"waiting for experiment {args.namespace}/{args.experiment}: baseline {baseline}, candidate {candidate}")
     last = None
     try:
-        for exp in follow(kube, adapter.kind, args.namespace, args.experiment, deadline, initial=exp):
-            if exp is None:
+        for current in follow(kube, adapter.kind, args.namespace, args.experiment, deadline, initial=exp):
+            if current is None:
                 write_results(args.results_dir, outcome=iter8.INCONCLUSIVE, winner="", loser="", summary="experiment deleted")
                 raise RolloutFailed(f"experiment {args.namespace}/{args.experiment} was deleted while waiting; nothing was deleted")
-            line = format_progress(adapter.progress(exp))
+            line = format_progress(adapter.progress(current))
             if line != last:
                 log(line)
                 last = line
-            outcome = adapter.outcome(exp)
+            outcome = adapter.outcome(current)
             if outcome.completed:
                 summary = iter8.describe(outcome, candidate)
                 write_results(

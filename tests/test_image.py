@@ -9,20 +9,28 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import APPS, ROOT, need, need_tool
+from conftest import APPS, ROOT, need_tool
+from fakeregistry import Registry
 from gitserver import serve
 from test_load import App
 
-REGISTRY = "localhost/iter8-tekton-test"
-IMAGE = f"{REGISTRY}/steps:0.1.0"
 REPORT: list[str] = []  # printed at the end of the run (conftest)
 RUN = ["podman", "--runtime", "runc", "run", "--rm", "--network", "host",
        "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
+
+
+@dataclass
+class Built:
+    image: str  # the local name of what was built, version tag
+    output: str  # what hack/build-images.py printed
+    registry: Registry
+    repo: Path  # the repository copy it ran in
 
 
 def kubectl_binary() -> Path:
@@ -34,55 +42,75 @@ def kubectl_binary() -> Path:
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory):
+def built(tmp_path_factory):
+    """Build with hack/build-images.py through podman's Docker API, push to a local registry."""
     need_tool("podman")
     need_tool("debootstrap")
     need_tool("kubectl")
     base = subprocess.run([str(ROOT / "hack" / "make-base.sh")], capture_output=True, text=True)
     assert base.returncode == 0, base.stderr
     # No registry here: registry.k8s.io/kubectl is stood in for by the host's kubectl binary.
-    scratch = tmp_path_factory.mktemp("kubectl-image")
+    scratch = tmp_path_factory.mktemp("image")
     shutil.copy2(kubectl_binary(), scratch / "kubectl")
     (scratch / "Dockerfile").write_text('FROM scratch\nCOPY kubectl /bin/kubectl\nENTRYPOINT ["/bin/kubectl"]\n')
     subprocess.run(["podman", "build", "--isolation", "chroot", "-q", "-t", "localhost/kubectl:host", str(scratch)],
                    check=True, capture_output=True)
+    # A copy of the repository (with its .git, for the SHA tag): --kustomize edits its kustomization.yaml.
+    repo = scratch / "repo"
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", ".cache", "node_modules", "__pycache__"))
+    registry = Registry()
+    (scratch / "registries.conf").write_text(f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
     socket = scratch / "podman.sock"
     service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{socket}"],
+                               env={**os.environ, "CONTAINERS_REGISTRIES_CONF": str(scratch / "registries.conf")},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while not socket.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         started = time.monotonic()
-        built = subprocess.run(
-            [sys.executable, str(ROOT / "hack" / "build-images.py"), "--docker-host", f"unix://{socket}",
-             "--registry", REGISTRY, "--base", "localhost/debian:bookworm-slim", "--kubectl-image", "localhost/kubectl:host",
+        proc = subprocess.run(
+            [sys.executable, str(repo / "hack" / "build-images.py"), "--docker-host", f"unix://{socket}",
+             "--registry", f"{registry.host}/iter8-tekton", "--push", "--kustomize",
+             "--base", "localhost/debian:bookworm-slim", "--kubectl-image", "localhost/kubectl:host",
              "--ca-bundle", "/etc/ssl/certs/ca-certificates.crt"],
             capture_output=True, text=True, timeout=1800,
         )
-        assert built.returncode == 0, built.stderr[-3000:]
-        REPORT.append(f"build: {time.monotonic() - started:.0f} s")
-        yield built.stdout
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        REPORT.append(f"build and push: {time.monotonic() - started:.0f} s")
+        yield Built(f"{registry.host}/iter8-tekton/steps:0.1.0", proc.stdout, registry, repo)
     finally:
         service.terminate()
         service.wait(timeout=30)
+        registry.stop()
 
 
-def run(*args: str, volumes: dict | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def image(built):
+    return built.image
+
+
+def run(image_name: str, *args: str, volumes: dict | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     mounts = [a for host, guest in (volumes or {}).items() for a in ("-v", f"{host}:{guest}:Z")]
     envs = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
-    return subprocess.run([*RUN, *mounts, *envs, IMAGE, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*RUN, *mounts, *envs, image_name, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_build_prints_both_tags(image):
-    sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    lines = image.splitlines()
-    assert any(line.startswith(f"built {REGISTRY}/steps:0.1.0 sha256:") for line in lines)
-    assert any(line.startswith(f"built {REGISTRY}/steps:{sha}") for line in lines)
+def test_build_pushes_both_tags_and_points_the_bundle_at_the_digest(built):
+    sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=built.repo, capture_output=True, text=True).stdout.strip()
+    repository = built.image.rsplit(":", 1)[0]
+    pushed = dict(line.split()[1:3] for line in built.output.splitlines() if line.startswith("pushed "))
+    assert set(pushed) == {f"{repository}:0.1.0", f"{repository}:{sha}"}
+    digest = pushed[f"{repository}:0.1.0"].split("@")[1]
+    name = repository.split("/", 1)[1]
+    assert (name, "0.1.0") in built.registry.manifests and (name, sha) in built.registry.manifests
+    assert (name, digest) in built.registry.manifests, "the printed digest is the registry's"
+    kustomization = yaml.safe_load((built.repo / "kustomization.yaml").read_text())
+    assert {"name": "ghcr.io/iter8-tekton/steps", "newName": repository, "digest": digest} in kustomization["images"]
 
 
 def test_size_user_and_labels(image):
-    info = json.loads(subprocess.run(["podman", "image", "inspect", IMAGE], capture_output=True, text=True, check=True).stdout)[0]
+    info = json.loads(subprocess.run(["podman", "image", "inspect", image], capture_output=True, text=True, check=True).stdout)[0]
     size_mb = info["Size"] / 1e6
     REPORT.append(f"step image size: {size_mb:.0f} MB uncompressed (target < 250 MB)")
     assert size_mb < 300, "the image grew well past its known size; see images/steps/Dockerfile"
@@ -90,7 +118,7 @@ def test_size_user_and_labels(image):
     labels = info["Config"]["Labels"]
     assert labels["org.opencontainers.image.version"] == "0.1.0"
     assert labels["org.opencontainers.image.source"].startswith("https://")
-    proc = run("sh", "-c", "id -u; command -v gcc cc pip pip3 || true; ls /opt/venv/bin")
+    proc = run(image, "sh", "-c", "id -u; command -v gcc cc pip pip3 || true; ls /opt/venv/bin")
     uid, *rest = proc.stdout.split("\n")
     assert uid == "10001"
     assert "gcc" not in proc.stdout and "/pip" not in proc.stdout, "no build tools in the final image"
@@ -98,21 +126,21 @@ def test_size_user_and_labels(image):
 
 @pytest.mark.parametrize("script", ["canary-create-experiment", "canary-patch-kustomize", "canary-load", "canary-wait-completion", "canary-cleanup"])
 def test_every_step_starts(image, script):
-    proc = run(script, "--help")
+    proc = run(image, script, "--help")
     assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr
 
 
 def test_load_drives_hey_against_a_local_server(image):
     need_tool("hey")
     app = App()
-    proc = run("canary-load", "--url", app.url, "--rate", "20", "--max-duration", "3")
+    proc = run(image, "canary-load", "--url", app.url, "--rate", "20", "--max-duration", "3")
     app.server.shutdown()
     assert proc.returncode == 0, proc.stderr
     assert "total:" in proc.stdout and app.count >= 20
 
 
 def test_patch_kustomize_renders_the_sample_app(image):
-    proc = run("canary-patch-kustomize", "--kustomize-dir", "/apps/reviews/kustomize", "--version", "3f2a1bc",
+    proc = run(image, "canary-patch-kustomize", "--kustomize-dir", "/apps/reviews/kustomize", "--version", "3f2a1bc",
                "--image", "registry.example.com/reviews@sha256:" + "ab" * 32, volumes={APPS: "/apps"})
     assert proc.returncode == 0, proc.stderr
     names = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(proc.stdout)]
@@ -120,7 +148,7 @@ def test_patch_kustomize_renders_the_sample_app(image):
 
 
 def test_create_experiment_dry_run(image):
-    proc = run("canary-create-experiment", "--namespace", "bookinfo", "--service", "reviews", "--candidate", "reviews-3f2a1bc",
+    proc = run(image, "canary-create-experiment", "--namespace", "bookinfo", "--service", "reviews", "--candidate", "reviews-3f2a1bc",
                "--baseline", "reviews", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(proc.stdout)["spec"]["service"]["candidates"] == ["reviews-3f2a1bc"]
@@ -148,7 +176,7 @@ def test_fetch_source_script_clones_an_exact_commit(image, tmp_path):
     (tmp_path / "results").mkdir()
     os.chmod(tmp_path / "workspace", 0o777)
     os.chmod(tmp_path / "results", 0o777)
-    proc = run("sh", "-c", script, volumes={tmp_path / "workspace": "/workspace/source", tmp_path / "results": "/tekton/results"},
+    proc = run(image, "sh", "-c", script, volumes={tmp_path / "workspace": "/workspace/source", tmp_path / "results": "/tekton/results"},
                env={"REPO_URL": f"{url}/app.git", "REVISION": first, "CHECKOUT_DIR": "/workspace/source/src",
                     "RESULT_COMMIT": "/tekton/results/commit", "RESULT_SHORT_SHA": "/tekton/results/short-sha", "HOME": "/tmp"})
     server.shutdown()
