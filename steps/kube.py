@@ -19,7 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from .common import ApiFailure, BadInput, log
+from .common import EXIT_API, ApiFailure, BadInput, StepError, log
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,14 @@ VIRTUAL_SERVICES = Kind("networking.istio.io", "v1alpha3", "virtualservices")
 DESTINATION_RULES = Kind("networking.istio.io", "v1alpha3", "destinationrules")
 
 
-class ApiError(Exception):
-    """A non-retryable answer from the API server (404, 409, 422, ...)."""
+class ApiError(StepError):
+    """A non-retryable answer from the API server (404, 409, 422, ...). Callers handle the
+    ones they expect; any other ends the step with exit code 4 and this one line."""
+
+    exit_code = EXIT_API
 
     def __init__(self, status: int, reason: str, message: str = "", retry_after: float | None = None):
-        super().__init__(f"{status} {reason}: {message}".rstrip(": "))
+        super().__init__(f"Kubernetes API answered {status} {reason}: {message}".rstrip(": "))
         self.status = status
         self.reason = reason
         self.message = message
@@ -185,7 +188,7 @@ class Kube:
             except ApiError as err:
                 if err.status not in _RETRYABLE_STATUS:
                     raise
-                problem, retry_after = str(err), err.retry_after
+                problem, retry_after = f"{err.status} {err.reason}", err.retry_after
             except _CONNECTION_ERRORS as err:
                 problem, retry_after = f"connection failed ({type(err).__name__})", None
             attempt += 1

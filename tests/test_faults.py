@@ -171,3 +171,12 @@ def test_forbidden_is_an_api_failure_naming_rbac(fake_api, step):
     fake_api.inject("list", "deployments", action="status", status=403, times=None)
     result = step("create_experiment", *STEPS["create_experiment"][2])
     assert result.code == 4 and "check the ServiceAccount and its Role" in result.err
+
+
+def test_an_unexpected_api_answer_is_one_line_and_exit_4(fake_api, step):
+    seed_cleanup(fake_api)
+    fake_api.inject("delete", "configmaps", action="status", status=422, times=None)
+    result = step("cleanup", "--namespace", NS, "--experiment", C)
+    assert result.code == 4 and "Traceback" not in result.err
+    assert result.err.strip().startswith("error: Kubernetes API answered 422 InjectedFault")
+    assert len(result.err.strip().splitlines()) == 1
