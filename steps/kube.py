@@ -59,7 +59,7 @@ class ApiError(StepError):
         super().__init__(f"Kubernetes API answered {status} {reason}: {message}".rstrip(": "))
         self.status = status
         self.reason = reason
-        self.message = message
+        self.detail = message  # the server's own words
         self.retry_after = retry_after
 
 
@@ -214,7 +214,7 @@ class Kube:
             raise ConnectionError(str(err.reason)) from None
         if resp.status in (401, 403):
             raise ApiFailure(
-                f"Kubernetes API refused {method} {path} ({resp.status}): {_error_from(resp).message}; "
+                f"Kubernetes API refused {method} {path} ({resp.status}): {_error_from(resp).detail}; "
                 "check the ServiceAccount and its Role (see README, RBAC)"
             )
         if not 200 <= resp.status <= 299:
