@@ -248,12 +248,7 @@ def locate(kube, namespace: str, name: str, api_version: str | None = None) -> t
     """The Experiment by name, trying each served iter8 version (v1alpha2 first)."""
     adapters = [ADAPTERS[api_version]] if api_version else list(ADAPTERS.values())
     for adapter in adapters:
-        try:
-            exp = kube.get(adapter.kind, namespace, name)
-        except ApiError as err:
-            if err.status != 404:
-                raise
-            exp = None
+        exp = kube.get(adapter.kind, namespace, name)  # None for 404: missing, or the version is not served
         if exp is not None:
             return adapter, exp
     raise BadInput(f"experiment {namespace}/{name} does not exist; check --experiment and --namespace")

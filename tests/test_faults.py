@@ -102,21 +102,20 @@ def calls_of(name, fake_factory, step):
 
 @pytest.fixture
 def fresh_api(fake_api, monkeypatch, tmp_path):
-    """A factory: a new, empty fake API server for each run (the fixture's own is the first)."""
+    """A factory of new, empty fake API servers, each the one KUBECONFIG points at
+    (fake_api provides the fast-retry settings)."""
     from fakeapi import FakeApi
 
-    servers = [fake_api]
+    servers = []
 
     def make():
-        if len(servers) == 1 and not fake_api.requests and not fake_api.objects:
-            return fake_api
         api = FakeApi().start()
         servers.append(api)
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / f"kubeconfig-{len(servers)}")))
         return api
 
     yield make
-    for api in servers[1:]:
+    for api in servers:
         api.stop()
 
 
