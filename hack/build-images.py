@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""Build (and push) the step image with the docker SDK, tagged with the version and git SHA.
+"""Build (and push) the bundle's images with the docker SDK, tagged with the version and git SHA.
 
-    hack/build-images.py [--registry REGISTRY] [--push] [--kustomize]
+    hack/build-images.py [--registry REGISTRY] [--push] [--kustomize] [--image steps|git ...]
                          [--base IMAGE] [--kubectl-image IMAGE] [--ca-bundle FILE] [--docker-host URL]
 
-Builds images/steps/Dockerfile from a clean context (pyproject.toml, README.md, steps/,
-images/steps/) as REGISTRY/steps:<version> and REGISTRY/steps:<git sha>, and prints the
-image ID; with --push, pushes both tags and prints the registry digest. With --kustomize,
-points the bundle at what was built (`kustomize edit set image`): by digest when pushed,
-else by the git SHA tag. Works with any Docker-API engine (Docker, or podman's
-`podman system service`), found through DOCKER_HOST or --docker-host.
+Builds images/<name>/Dockerfile for each image (steps: the step programs; git: for
+fetch-source) from a clean context as REGISTRY/<name>:<version> and REGISTRY/<name>:<git sha>,
+and prints the image IDs; with --push, pushes both tags and prints the registry digest.
+With --kustomize, points the bundle at what was built: by digest when pushed, else by the
+git SHA tag. Works with any Docker-API engine (Docker, or podman's `podman system
+service`), found through DOCKER_HOST or --docker-host.
 """
 
 from __future__ import annotations
@@ -26,8 +26,12 @@ import docker
 from docker.errors import APIError, BuildError, DockerException
 
 ROOT = Path(__file__).resolve().parent.parent
-PLACEHOLDER = "ghcr.io/iter8-tekton/steps"  # the step image's name in tasks/*.yaml
-CONTEXT_FILES = ["pyproject.toml", "README.md", "steps", "images/steps/Dockerfile", "images/steps/requirements.txt"]
+PLACEHOLDER = "ghcr.io/iter8-tekton/{}"  # an image's name in tasks/*.yaml
+# What each image's build context holds (nothing else: no .venv, .git or node_modules).
+CONTEXT_FILES = {
+    "steps": ["pyproject.toml", "README.md", "steps", "images/steps/Dockerfile", "images/steps/requirements.txt"],
+    "git": ["images/git/Dockerfile"],
+}
 
 
 def version() -> str:
@@ -41,25 +45,25 @@ def git_sha() -> str:
     return f"{sha}-dirty" if dirty.strip() else sha
 
 
-def context(scratch: Path, ca_bundle: Path | None) -> Path:
-    """Only what the image needs: no .venv, .git or node_modules in the build context."""
-    for name in CONTEXT_FILES:
+def context(scratch: Path, image: str, ca_bundle: Path | None) -> Path:
+    """Only what the image needs."""
+    for name in CONTEXT_FILES[image]:
         source, target = ROOT / name, scratch / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(source, target)
-    if ca_bundle:
+    if ca_bundle and image == "steps":
         shutil.copy2(ca_bundle, scratch / "images" / "steps" / "extra-ca.crt")
     return scratch
 
 
-def build(client, repository: str, tags: list[str], buildargs: dict, ca_bundle: Path | None):
-    with tempfile.TemporaryDirectory(prefix="steps-image-") as scratch:
-        path = context(Path(scratch), ca_bundle)
+def build(client, name: str, repository: str, tags: list[str], buildargs: dict, ca_bundle: Path | None):
+    with tempfile.TemporaryDirectory(prefix=f"{name}-image-") as scratch:
+        path = context(Path(scratch), name, ca_bundle)
         image, logs = client.images.build(
-            path=str(path), dockerfile="images/steps/Dockerfile", tag=f"{repository}:{tags[0]}",
+            path=str(path), dockerfile=f"images/{name}/Dockerfile", tag=f"{repository}:{tags[0]}",
             buildargs=buildargs, rm=True, forcerm=True,
         )
     for entry in logs:
@@ -83,10 +87,11 @@ def push(client, repository: str, tag: str) -> str:
     return digest
 
 
-def set_image(reference: str) -> None:
+def set_image(reference: str, image: str = "steps") -> None:
     """Point the bundle's kustomization at the built image."""
+    placeholder = PLACEHOLDER.format(image)
     if shutil.which("kustomize"):
-        subprocess.run(["kustomize", "edit", "set", "image", f"{PLACEHOLDER}={reference}"], cwd=ROOT, check=True)
+        subprocess.run(["kustomize", "edit", "set", "image", f"{placeholder}={reference}"], cwd=ROOT, check=True)
         return
     # No kustomize binary (kubectl has no `edit`): rewrite the entry, keeping the file's comments.
     path = ROOT / "kustomization.yaml"
@@ -95,11 +100,11 @@ def set_image(reference: str) -> None:
     else:
         name, _, tag = reference.rpartition(":")
         field = f"newTag: {tag}"
-    entry = f"  - name: {PLACEHOLDER}\n    newName: {name}\n    {field}\n"
+    entry = f"  - name: {placeholder}\n    newName: {name}\n    {field}\n"
     text = path.read_text()
-    pattern = re.compile(rf"  - name: {re.escape(PLACEHOLDER)}\n(?:    \S.*\n)*")
+    pattern = re.compile(rf"  - name: {re.escape(placeholder)}\n(?:    \S.*\n)*")
     if not pattern.search(text):
-        raise SystemExit(f"error: no images: entry for {PLACEHOLDER} in kustomization.yaml")
+        raise SystemExit(f"error: no images: entry for {placeholder} in kustomization.yaml")
     path.write_text(pattern.sub(entry, text))
 
 
@@ -107,31 +112,32 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--registry", default="ghcr.io/iter8-tekton", help="where the image goes (default: %(default)s)")
     p.add_argument("--push", action="store_true", help="push both tags and print the digest")
-    p.add_argument("--kustomize", action="store_true", help="point kustomization.yaml at the built image")
-    p.add_argument("--base", help="the Debian base image (default: the Dockerfile's debian:bookworm-slim)")
+    p.add_argument("--kustomize", action="store_true", help="point kustomization.yaml at the built images")
+    p.add_argument("--image", action="append", choices=sorted(CONTEXT_FILES), help="build only this image (default: all)")
+    p.add_argument("--base", help="the Debian base image (default: the Dockerfiles' debian:bookworm-slim)")
     p.add_argument("--kubectl-image", help="where kubectl comes from (default: the Dockerfile's registry.k8s.io/kubectl)")
     p.add_argument("--ca-bundle", type=Path, help="a CA bundle pip needs behind a TLS-intercepting proxy (build stage only)")
     p.add_argument("--docker-host", help="the engine's API, e.g. unix:///run/podman/podman.sock (default: DOCKER_HOST)")
     args = p.parse_args()
 
-    repository = f"{args.registry.rstrip('/')}/steps"
     tags = [version(), git_sha()]
-    buildargs = {"VERSION": tags[0]}
-    if args.base:
-        buildargs["BASE"] = args.base
-    if args.kubectl_image:
-        buildargs["KUBECTL_IMAGE"] = args.kubectl_image
     try:
         client = docker.DockerClient(base_url=args.docker_host) if args.docker_host else docker.from_env()
-        image = build(client, repository, tags, buildargs, args.ca_bundle)
-        for tag in tags:
-            print(f"built {repository}:{tag} {image.id}")
-        reference = f"{repository}:{tags[1]}"
-        if args.push:
+        references = {}
+        for name in args.image or sorted(CONTEXT_FILES, reverse=True):
+            repository = f"{args.registry.rstrip('/')}/{name}"
+            buildargs = {"VERSION": tags[0], **({"BASE": args.base} if args.base else {})}
+            if name == "steps" and args.kubectl_image:
+                buildargs["KUBECTL_IMAGE"] = args.kubectl_image
+            image = build(client, name, repository, tags, buildargs, args.ca_bundle)
             for tag in tags:
-                digest = push(client, repository, tag)
-                print(f"pushed {repository}:{tag} {repository}@{digest}")
-            reference = f"{repository}@{digest}"
+                print(f"built {repository}:{tag} {image.id}")
+            references[name] = f"{repository}:{tags[1]}"
+            if args.push:
+                for tag in tags:
+                    digest = push(client, repository, tag)
+                    print(f"pushed {repository}:{tag} {repository}@{digest}")
+                references[name] = f"{repository}@{digest}"
     except BuildError as err:
         print(f"error: the build failed: {err.msg}", file=sys.stderr)
         return 1
@@ -139,8 +145,9 @@ def main() -> int:
         print(f"error: {err}; is the engine running (DOCKER_HOST, or --docker-host)?", file=sys.stderr)
         return 1
     if args.kustomize:
-        set_image(reference)
-        print(f"kustomization.yaml: {PLACEHOLDER} -> {reference}")
+        for name, reference in references.items():
+            set_image(reference, name)
+            print(f"kustomization.yaml: {PLACEHOLDER.format(name)} -> {reference}")
     return 0
 
 

@@ -27,11 +27,12 @@ from .common import (
     run,
     write_results,
 )
-from .kube import CONFIGMAPS, DEPLOYMENTS, Kind, Kube, follow
+from .kube import CONFIGMAPS, DEPLOYMENTS, SECRETS, Kind, Kube, follow
 from .routing import deployment_weights, service_deployments
 
-# Besides the loser's Deployment, the kinds deleted by the loser's version label.
-VERSIONED_KINDS = (CONFIGMAPS, DEPLOYMENTS)
+# Besides the loser's Deployment, the kinds deleted by the loser's version label: what
+# deploy applies for a candidate (steps/candidate.py APPLIED_KINDS).
+VERSIONED_KINDS = (CONFIGMAPS, SECRETS, DEPLOYMENTS)
 
 
 def ready(deployment: dict) -> tuple[bool, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,12 +20,14 @@ EXIT_ROLLOUT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_TIMEOUT = 3
 EXIT_API = 4
+EXIT_STOPPED = 143  # 128 + SIGTERM: Tekton stopped the step (task timeout, cancelled run)
 
 # Labels and annotations this project puts on the objects it manages.
 LABEL_PREFIX = "iter8-tekton.dev/"
 STABLE_LABEL = LABEL_PREFIX + "stable"  # on the Deployment that won the last rollout
 VERSION_LABEL = LABEL_PREFIX + "version"  # on every object deployed for one candidate version
 RUN_LABEL = LABEL_PREFIX + "run"  # on an Experiment: the PipelineRun that created it
+SERVICE_LABEL = LABEL_PREFIX + "service"  # on a PipelineRun: the Service it rolls out
 
 DEFAULT_RESULTS_DIR = "/tekton/results"
 
@@ -49,6 +52,14 @@ class BadInput(StepError):
     exit_code = EXIT_BAD_INPUT
 
 
+class Problems(BadInput):
+    """Several things wrong with one input: each is printed as its own `error:` line."""
+
+    def __init__(self, problems: list[str], summary: str):
+        super().__init__(summary)
+        self.problems = problems
+
+
 class RolloutFailed(StepError):
     """The candidate was not promoted (rolled back, inconclusive, or unsafe to clean up)."""
 
@@ -63,6 +74,17 @@ class ApiFailure(StepError):
     """The Kubernetes API kept failing after retries."""
 
     exit_code = EXIT_API
+
+
+class Stopped(StepError):
+    """SIGTERM: Tekton deletes a step's pod when its task times out or the run is cancelled,
+    and the entrypoint forwards the signal (cmd/entrypoint/runner.go). The pod has 30 s."""
+
+    exit_code = EXIT_STOPPED
+
+
+def _stop(signum, _frame) -> NoReturn:
+    raise Stopped(f"stopped by {signal.Signals(signum).name} (the task timed out or the run was cancelled)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,10 +108,17 @@ def add_results_dir(p: argparse.ArgumentParser) -> None:
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> NoReturn:
-    """Run a step's main() and exit with its code; expected failures print one line."""
+    """Run a step's main() and exit with its code; expected failures print one line.
+
+    SIGTERM raises Stopped wherever the step is (even inside a blocking read), so its
+    `finally` blocks run and it exits at once; a step may install its own handler.
+    """
+    signal.signal(signal.SIGTERM, _stop)
     try:
         code = main(argv) or EXIT_OK
     except StepError as err:
+        for problem in getattr(err, "problems", []):
+            print(f"error: {problem}", file=sys.stderr, flush=True)
         print(f"error: {err.message}", file=sys.stderr, flush=True)
         code = err.exit_code
     except KeyboardInterrupt:
@@ -131,6 +160,17 @@ def check_name(value: str, what: str) -> str:
             "digits and '-', starting and ending with a letter or digit"
         )
     return value
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+
+
+def parse_duration(text: str) -> float | None:
+    """A Go duration ("30s", "1m30s", "500ms") in seconds; None if it is not one."""
+    parts = _DURATION_PART.findall(text or "")
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[u] for n, u in parts)
 
 
 def looks_like_commit(value: str) -> bool:

@@ -111,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--template", help="Experiment YAML, iter8.tools/v1alpha2 or v1alpha1 (default: built-in v1alpha2)")
     p.add_argument("--name", help="the Experiment's name (default: the candidate's name)")
     p.add_argument("--run", default=os.environ.get("PIPELINE_RUN", ""), help="the PipelineRun creating it (default: $PIPELINE_RUN)")
+    p.add_argument("--experiment-timeout", type=float, default=3600,
+                   help="seconds the pipeline waits for the experiment; refuse a template that runs longer (default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="print the Experiment and touch no cluster (needs --baseline)")
     add_results_dir(p)
     args = p.parse_args(argv)
@@ -119,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_name(value, what)
     name = check_name(args.name or args.candidate, "experiment name")
     template = iter8.load_template(args.template)
+    # A template from the app's repository may only tune criteria, duration and traffic shifting.
+    limits = iter8.TemplateLimits(args.experiment_timeout, max_interval=args.experiment_timeout, max_iterations=10**6)
+    iter8.check_template(template, limits, args.template or "the built-in template")
     if args.baseline:
         check_name(args.baseline, "baseline")
     if args.baseline == args.candidate:

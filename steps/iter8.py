@@ -14,7 +14,7 @@ from importlib import resources
 
 import yaml
 
-from .common import RUN_LABEL, BadInput
+from .common import RUN_LABEL, BadInput, Problems, parse_duration
 from .kube import ApiError, Kind
 
 GROUP = "iter8.tools"
@@ -43,6 +43,50 @@ class Outcome:
     @property
     def definite(self) -> bool:
         return self.completed and self.result in (PROMOTED, ROLLED_BACK) and self.winner != self.loser
+
+
+@dataclass
+class Pause:
+    """Why iter8 paused an experiment. iter8 1.0.1 never leaves a Pause by itself: only a
+    resume, a terminate, or a target Deployment/Service being created or deleted wakes it
+    (iter8-controller v1.0.1 pkg/controller/experiment/experiment_controller.go proceed)."""
+
+    cause: str  # "targets", "analytics", "routing", "metrics" or "user"
+    message: str  # iter8's own words, e.g. "TargetsError: Candidate Not Ready"
+
+    @property
+    def resumable(self) -> bool:
+        """Targets that were not ready: a resume re-runs iter8's target detection."""
+        return self.cause == "targets"
+
+
+# The condition each Pause cause sets to False (iter8-controller v1.0.1
+# pkg/apis/iter8/v1alpha2/status.go Mark*Error; v0.2 pkg/apis/iter8/v1alpha1 the same names).
+PAUSE_CONDITIONS = {
+    "TargetsProvided": "targets",
+    "AnalyticsServiceNormal": "analytics",
+    "RoutingRulesReady": "routing",
+    "MetricsSynced": "metrics",
+}
+
+
+def paused(exp: dict) -> Pause | None:
+    """The Pause, if the experiment is in one (phase Pause), with its cause and iter8's message."""
+    status = exp.get("status") or {}
+    if status.get("phase") != "Pause":
+        return None
+    conditions = _conditions(exp)
+    for kind, cause in PAUSE_CONDITIONS.items():
+        condition = conditions.get(kind) or {}
+        if condition.get("status") == "False":
+            reason = condition.get("reason") or kind
+            detail = condition.get("message") or ""
+            return Pause(cause, f"{reason}: {detail}" if detail else reason)
+    return Pause("user", status.get("message") or "paused by a manual override")
+
+
+def targets_found(exp: dict) -> bool:
+    return _true(exp, "TargetsProvided")
 
 
 def _conditions(exp: dict) -> dict[str, dict]:
@@ -75,6 +119,15 @@ class V1Alpha2:
     def fill(self, exp: dict, service: str, baseline: str, candidate: str) -> None:
         svc = exp["spec"].setdefault("service", {})
         svc.update(name=service, baseline=baseline, candidates=[candidate])
+
+    def pending_action(self, exp: dict) -> str | None:
+        """A manual override iter8 has not taken yet (it removes pause and resume once taken)."""
+        return (((exp.get("spec") or {}).get("manualOverride")) or {}).get("action")
+
+    def resume_patch(self) -> dict:
+        """iter8 1.0's way out of a Pause: it clears the override and detects the targets again
+        (experiment_controller.go proceed, recorder.go markActionResume)."""
+        return {"spec": {"manualOverride": {"action": "resume"}}}
 
     def rollback_patch(self, exp: dict) -> dict:
         """End the experiment now with all traffic on the baseline (iter8's manual override)."""
@@ -154,6 +207,13 @@ class V1Alpha1:
         target.setdefault("apiVersion", "v1")
         target.update(name=service, baseline=baseline, candidate=candidate)
 
+    def pending_action(self, exp: dict) -> str | None:
+        return exp.get("action")
+
+    def resume_patch(self) -> dict:
+        """v0.2 reads the top-level `action` (pause, resume, override_*)."""
+        return {"action": "resume"}
+
     def rollback_patch(self, exp: dict) -> dict:
         """Fail the experiment now, which sends the traffic back to the baseline: v0.2 reads
         the top-level `action`, the 2019 controller `spec.assessment`."""
@@ -213,6 +273,92 @@ def adapter_for(exp: dict) -> V1Alpha2 | V1Alpha1:
             f"unknown Experiment apiVersion {api_version!r}: use one of {', '.join(sorted(ADAPTERS))}"
         )
     return ADAPTERS[api_version]
+
+
+# What an Experiment template from the app's repository may set (anything else is refused):
+# the criteria, how long it runs and how traffic shifts. The pipeline sets the rest: the
+# name, namespace, labels and targets. A tree of allowed keys; True allows any value there.
+# iter8 1.0.1 fields: pkg/apis/iter8/v1alpha2/experiment_types.go ExperimentSpec.
+ALLOWED_V1ALPHA2 = {
+    "apiVersion": True, "kind": True, "metadata": {"name": True},
+    "spec": {
+        "service": {"name": True, "baseline": True, "candidates": True},  # filled in by the pipeline
+        "criteria": True,  # checked item by item below
+        "duration": {"interval": True, "maxIterations": True},
+        "trafficControl": {"strategy": True, "maxIncrement": True, "onTermination": True},
+    },
+}
+CRITERION_V1ALPHA2 = {"metric": True, "threshold": {"type": True, "value": True, "cutoffTrafficOnViolation": True}, "isReward": True}
+# iter8 v0.2 / the 2019 controller: pkg/apis/iter8/v1alpha1/experiment_types.go.
+ALLOWED_V1ALPHA1 = {
+    "apiVersion": True, "kind": True, "metadata": {"name": True},
+    "spec": {
+        "targetService": {"name": True, "apiVersion": True, "baseline": True, "candidate": True},
+        "trafficControl": {"strategy": True, "interval": True, "maxIterations": True, "trafficStepSize": True,
+                           "maxTrafficPercentage": True, "onSuccess": True},
+        "analysis": {"analyticsService": True, "successCriteria": True, "reward": True},
+    },
+}
+# iter8's own analytics Service; a template may name it, not another endpoint.
+ANALYTICS_SERVICES = {"http://iter8-analytics.iter8", "http://iter8-analytics.iter8:8080",
+                      "http://iter8-analytics.iter8.svc.cluster.local:8080"}
+
+
+@dataclass
+class TemplateLimits:
+    """The install's bounds on a template (the ConfigMap canary-rollout-settings)."""
+
+    experiment_timeout: float = 3600  # the pipeline waits this long; iter8 must finish before
+    max_interval: float = 300
+    max_iterations: int = 100
+    max_increment: int = 100
+
+
+def _unknown_fields(node, allowed, path: str):
+    if allowed is True or not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        where = f"{path}.{key}" if path else key
+        if key not in allowed:
+            yield where
+        else:
+            yield from _unknown_fields(value, allowed[key], where)
+
+
+def check_template(exp: dict, limits: TemplateLimits, source: str) -> None:
+    """Problems, one line each, unless the template only tunes what it may: criteria, duration
+    and traffic shifting, within the install's bounds."""
+    adapter = adapter_for(exp)
+    allowed = ALLOWED_V1ALPHA2 if adapter is ADAPTERS[V1Alpha2.api_version] else ALLOWED_V1ALPHA1
+    problems = [f"{source}: {field} may not be set by the app's template (the pipeline sets it, or it is not allowed)"
+                for field in _unknown_fields(exp, allowed, "")]
+    spec = exp.get("spec") or {}
+    if allowed is ALLOWED_V1ALPHA2:
+        for i, criterion in enumerate(spec.get("criteria") or []):
+            problems += [f"{source}: spec.criteria[{i}].{f} may not be set" for f in _unknown_fields(criterion, CRITERION_V1ALPHA2, "")]
+        duration = spec.get("duration") or {}
+        interval_text, iterations = duration.get("interval", "30s"), duration.get("maxIterations", 100)
+        increment = (spec.get("trafficControl") or {}).get("maxIncrement", 2)
+        if not isinstance(increment, int) or not 1 <= increment <= limits.max_increment:
+            problems.append(f"{source}: spec.trafficControl.maxIncrement {increment!r} must be a whole number from 1 to {limits.max_increment}")
+    else:
+        traffic = spec.get("trafficControl") or {}
+        interval_text, iterations = traffic.get("interval", "30s"), traffic.get("maxIterations", 100)
+        endpoint = (spec.get("analysis") or {}).get("analyticsService")
+        if endpoint is not None and endpoint.rstrip("/") not in ANALYTICS_SERVICES:
+            problems.append(f"{source}: spec.analysis.analyticsService {endpoint!r} is not iter8's analytics service; leave it out")
+    interval = parse_duration(str(interval_text))
+    if interval is None or not 1 <= interval <= limits.max_interval:
+        problems.append(f"{source}: the interval {interval_text!r} must be a duration from 1s to {limits.max_interval:g}s")
+    if not isinstance(iterations, int) or not 1 <= iterations <= limits.max_iterations:
+        problems.append(f"{source}: maxIterations {iterations!r} must be a whole number from 1 to {limits.max_iterations}")
+    elif interval is not None and interval * (iterations + 1) > limits.experiment_timeout:
+        # iter8 1.0.1 runs maxIterations + 1 analyses (pkg/controller/experiment/kubernetes.go syncKubernetes).
+        problems.append(f"{source}: the experiment runs up to {interval * (iterations + 1):g}s ({iterations}+1 iterations of "
+                        f"{interval_text}), longer than the pipeline waits ({limits.experiment_timeout:g}s); shorten it or "
+                        "raise the experiment timeout")
+    if problems:
+        raise Problems(problems, f"the experiment template {source} sets what it may not ({len(problems)} problem(s) above)")
 
 
 def default_template() -> dict:

@@ -8,8 +8,10 @@ and raises `ApiFailure` (exit code 4) when the API keeps failing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -28,9 +30,10 @@ class Kind:
     version: str
     plural: str
 
-    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        """The REST path; namespace None for a cluster-scoped kind."""
         root = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
-        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        path = f"{root}/namespaces/{namespace}/{self.plural}" if namespace else f"{root}/{self.plural}"
         if name:
             path += f"/{name}"
         if subresource:
@@ -44,9 +47,11 @@ class Kind:
 DEPLOYMENTS = Kind("apps", "v1", "deployments")
 SERVICES = Kind("", "v1", "services")
 CONFIGMAPS = Kind("", "v1", "configmaps")
+SECRETS = Kind("", "v1", "secrets")
 # v1alpha3 is served by every Istio release from the iter8 1.0 era to today.
 VIRTUAL_SERVICES = Kind("networking.istio.io", "v1alpha3", "virtualservices")
 DESTINATION_RULES = Kind("networking.istio.io", "v1alpha3", "destinationrules")
+CRDS = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions")  # cluster-scoped: namespace None
 
 
 class ApiError(StepError):
@@ -113,7 +118,7 @@ class Kube:
         self.retry = retry or RetryPolicy.from_env()
 
     # --- verbs -----------------------------------------------------------------------
-    def get(self, kind: Kind, namespace: str, name: str) -> dict | None:
+    def get(self, kind: Kind, namespace: str | None, name: str) -> dict | None:
         try:
             return self._json("GET", kind.path(namespace, name))
         except ApiError as err:
@@ -136,6 +141,13 @@ class Kube:
             "PATCH", kind.path(namespace, name, subresource), body=patch, content_type="application/merge-patch+json"
         )
 
+    def apply(self, kind: Kind, namespace: str, body: dict, manager: str) -> dict:
+        """Server-side apply (creates or updates; a field another manager owns is a 409 conflict)."""
+        return self._json(
+            "PATCH", kind.path(namespace, body["metadata"]["name"]), query=[("fieldManager", manager)],
+            body=body, content_type="application/apply-patch+yaml",
+        )
+
     def replace(self, kind: Kind, namespace: str, name: str, body: dict) -> dict:
         return self._json("PUT", kind.path(namespace, name), body=body)
 
@@ -150,18 +162,29 @@ class Kube:
                 return False
             raise
 
-    def watch(self, kind: Kind, namespace: str, name: str, resource_version: str, timeout: int) -> Iterator[dict]:
-        """Raw watch events for one object; raises Gone on 410 and connection errors on drops."""
+    def watch(self, kind: Kind, namespace: str, name: str, resource_version: str, deadline: float) -> Iterator[dict]:
+        """Raw watch events for one object until `deadline` (time.monotonic()), at the latest.
+
+        Raises Gone on 410 and connection errors on drops. The server is asked to end the
+        watch at the deadline, but a proxy may hold it open and a server may keep sending
+        events, so the stream is also shut from our side when the deadline passes.
+        """
+        remaining = max(0.0, deadline - time.monotonic())
         query = [
             ("watch", "true"),
             ("fieldSelector", f"metadata.name={name}"),
             ("resourceVersion", resource_version),
             ("allowWatchBookmarks", "true"),
-            ("timeoutSeconds", str(max(1, int(timeout)))),
+            ("timeoutSeconds", str(max(1, math.ceil(remaining)))),
         ]
-        resp = self._request("GET", kind.path(namespace), query=query, stream=True, timeout=(10, timeout + 30))
+        resp = self._request("GET", kind.path(namespace), query=query, stream=True, timeout=(10, remaining + 2))
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shut, (resp,))
+        timer.daemon = True
+        timer.start()
         try:
             for line in iter_resp_lines(resp):
+                if time.monotonic() >= deadline:
+                    return
                 if not line:
                     continue
                 event = json.loads(line)
@@ -172,6 +195,7 @@ class Kube:
                     raise error(code, status.get("reason", ""), status.get("message", ""))
                 yield event
         finally:
+            timer.cancel()
             resp.release_conn()
 
     # --- plumbing ------------------------------------------------------------------------
@@ -224,6 +248,14 @@ class Kube:
         return resp
 
 
+def _shut(resp) -> None:
+    """End a streaming response now: a blocked read returns, the stream ends."""
+    try:
+        resp.shutdown()
+    except (ValueError, RuntimeError, OSError):  # already released or closed
+        pass
+
+
 def _error_from(resp) -> ApiError:
     data = resp.read()
     try:
@@ -255,9 +287,9 @@ def follow(
     yield obj
     version = obj["metadata"].get("resourceVersion", "0")
     failures = 0
-    while (remaining := deadline - time.monotonic()) > 0:
+    while time.monotonic() < deadline:
         try:
-            for event in kube.watch(kind, namespace, name, version, int(remaining) + 1):
+            for event in kube.watch(kind, namespace, name, version, deadline):
                 failures = 0
                 current = event.get("object") or {}
                 version = current.get("metadata", {}).get("resourceVersion", version)
@@ -278,10 +310,12 @@ def follow(
             problem = "410 Gone"
         except _CONNECTION_ERRORS as err:  # dropped mid-stream: resume from `version`
             problem = f"stream broken ({type(err).__name__})"
+        if time.monotonic() >= deadline:  # our own shutdown at the deadline, or a drop right at it
+            return
         failures += 1
         if failures >= kube.retry.attempts:
             raise ApiFailure(
                 f"watching {kind} {namespace}/{name} failed {failures} times in a row ({problem}); "
                 "check that the API server is reachable and healthy, then re-run"
             )
-        time.sleep(kube.retry.delay(failures, None))
+        time.sleep(min(kube.retry.delay(failures, None), max(0.0, deadline - time.monotonic())))

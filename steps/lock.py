@@ -20,7 +20,7 @@ from typing import Sequence
 
 from . import iter8
 from .cleanup import remove_loser, roll_back_unfinished
-from .common import RolloutFailed, StepError, TimedOut, check_name, log, parser, run
+from .common import SERVICE_LABEL, RolloutFailed, StepError, TimedOut, check_name, log, parser, run
 from .kube import ApiError, Kind, Kube
 
 LEASES = Kind("coordination.k8s.io", "v1", "leases")
@@ -36,15 +36,26 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def finished(pipeline_run: dict) -> bool:
+    """Tekton's Succeeded condition is True or False once a run has ended, for any reason."""
+    return any(c.get("type") == "Succeeded" and c.get("status") in ("True", "False")
+               for c in (pipeline_run.get("status") or {}).get("conditions") or [])
+
+
 def run_state(kube: Kube, namespace: str, name: str) -> str:
     """'running', 'finished' or 'gone' for a PipelineRun."""
     pipeline_run = kube.get(PIPELINE_RUNS, namespace, name)
     if pipeline_run is None:
         return "gone"
-    for condition in (pipeline_run.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Succeeded" and condition.get("status") in ("True", "False"):
-            return "finished"
-    return "running"
+    return "finished" if finished(pipeline_run) else "running"
+
+
+def label_run(kube: Kube, namespace: str, me: str, service: str) -> None:
+    """Mark this PipelineRun as one of the service's (prune keeps the newest of them)."""
+    if kube.get(PIPELINE_RUNS, namespace, me) is None:
+        log(f"PipelineRun {me} not found; it is not labelled with its service (a run by hand?)")
+        return
+    kube.patch(PIPELINE_RUNS, namespace, me, {"metadata": {"labels": {SERVICE_LABEL: service}}})
 
 
 def roll_back_run(kube: Kube, namespace: str, pipeline_run: str, wait: float) -> None:
@@ -150,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_name(value, what)
     kube = Kube()
     if args.action == "acquire":
+        label_run(kube, args.namespace, args.run, args.service)
         acquire(kube, args.namespace, args.service, args.run, args.policy, args.timeout, args.poll, args.rollback_wait)
     else:
         release(kube, args.namespace, args.service, args.run)

@@ -5,24 +5,32 @@
 Works on a copy of DIR, in one of two modes:
   placeholder: some file in DIR contains the word VERSION (the seed's convention, e.g. a
                JSON6902 patch setting /metadata/name to reviews-VERSION); it is replaced.
-  overlay:     otherwise an overlay gives every Deployment the name suffix -VER and the
-               label version: VER (metadata, pod template and selector; Services untouched).
+  overlay:     otherwise an overlay gives every Deployment, ConfigMap and Secret the name
+               suffix -VER (kustomize updates the references), and the Deployments the
+               label version: VER (metadata, pod template and selector). Services untouched.
 In both modes the Deployments' image is set to IMAGE and every object whose name now
 carries the version gets the label iter8-tekton.dev/version: VER, so cleanup can find it.
+
+DIR comes from the pushed commit, so it may only use files inside itself: a reference to
+a URL, a git repository or a path outside DIR is refused before kustomize runs (kustomize
+has no switch to stop it from fetching them), kustomize runs with its root-only load
+restrictor, and the VERSION substitution never writes through a symbolic link.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import yaml
 
+from .candidate import versioned
 from .common import VERSION_LABEL, BadInput, add_results_dir, check_name, check_version, log, parser, run, write_results
 
 PLACEHOLDER = re.compile(r"\bVERSION\b")
@@ -43,12 +51,83 @@ def parse_image(image: str) -> dict:
     return match.groupdict()
 
 
+# Files are loaded only from inside the kustomization's own folder (explicit, though it is
+# kustomize's default); no plugins, no helm, no exec functions (their flags are not given).
+RESTRICTOR = "--load-restrictor=LoadRestrictionsRootOnly"
+
+
 def kustomize_command(directory: Path) -> list[str]:
     if shutil.which("kustomize"):
-        return ["kustomize", "build", str(directory)]
+        return ["kustomize", "build", RESTRICTOR, str(directory)]
     if shutil.which("kubectl"):
-        return ["kubectl", "kustomize", str(directory)]
+        return ["kubectl", "kustomize", RESTRICTOR, str(directory)]
     raise BadInput("neither kustomize nor kubectl is on PATH; install kustomize (or kubectl >= 1.14)")
+
+
+# Every kustomization field that names a file, a folder or (to kustomize) a URL or git repo
+# (kustomize api v0.18 types/kustomization.go). helmCharts always need the network.
+_PATH_FIELDS = ("resources", "bases", "components", "crds", "configurations", "generators", "transformers", "validators")
+_GENERATORS = ("configMapGenerator", "secretGenerator")
+
+
+def _references(kustomization: dict) -> Iterator[tuple[str, str]]:
+    """(field, reference) for every file or folder a kustomization loads."""
+    for key in _PATH_FIELDS:
+        for entry in kustomization.get(key) or []:
+            if isinstance(entry, str):
+                yield key, entry
+    for entry in kustomization.get("patchesStrategicMerge") or []:
+        if isinstance(entry, str) and "\n" not in entry:  # else an inline patch
+            yield "patchesStrategicMerge", entry
+    for key in ("patches", "patchesJson6902", "replacements"):
+        for entry in kustomization.get(key) or []:
+            if isinstance(entry, dict) and entry.get("path"):
+                yield key, entry["path"]
+    for key in _GENERATORS:
+        for generator in kustomization.get(key) or []:
+            for field in ("files", "envs"):
+                for entry in generator.get(field) or []:
+                    yield key, entry.split("=", 1)[-1]  # files: [key=]path
+            if generator.get("env"):
+                yield key, generator["env"]
+    if isinstance(kustomization.get("openapi"), dict) and kustomization["openapi"].get("path"):
+        yield "openapi", kustomization["openapi"]["path"]
+
+
+def check_local_only(directory: Path) -> None:
+    """Refuse a kustomization (or one it includes) that loads anything from outside `directory`."""
+    root = directory.resolve()
+    pending, seen = [root], set()
+    while pending:
+        folder = pending.pop()
+        if folder in seen:
+            continue
+        seen.add(folder)
+        kustomization = _load_kustomization(folder)
+        if kustomization.get("helmCharts") or kustomization.get("helmChartInflationGenerator"):
+            raise BadInput(f"{folder.relative_to(root) if folder != root else 'the kustomization'} uses helmCharts, which "
+                           "kustomize fetches from the network; render the chart into the repository instead")
+        for key, ref in _references(kustomization):
+            target = (folder / ref).resolve()
+            if "://" in ref or ref.startswith("git@") or os.path.isabs(ref) or not target.is_relative_to(root) or not target.exists():
+                raise BadInput(
+                    f"{key} entry {ref!r} is not a file or folder inside {directory}: kustomize would fetch it from the "
+                    "network or read outside the app's folder; copy what it needs into the kustomize folder"
+                )
+            if key in ("resources", "bases", "components") and target.is_dir():
+                pending.append(target)
+
+
+def _load_kustomization(folder: Path) -> dict:
+    for name in KUSTOMIZATION_FILES:
+        path = folder / name
+        if path.is_file():
+            try:
+                loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (yaml.YAMLError, UnicodeDecodeError):
+                raise BadInput(f"{path} is not valid YAML; fix the kustomization") from None
+            return loaded if isinstance(loaded, dict) else {}
+    return {}
 
 
 def build(directory: Path) -> list[dict]:
@@ -70,10 +149,15 @@ def find_kustomization(directory: Path) -> Path:
 
 
 def substitute_placeholder(directory: Path, version: str) -> list[Path]:
-    """Replace the word VERSION in the YAML/JSON files under directory; the files changed."""
+    """Replace the word VERSION in the YAML/JSON files under directory; the files changed.
+    Symbolic links are neither followed nor written through."""
     changed = []
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and (path.suffix in _TEXT_SUFFIXES or path.name == "Kustomization"):
+    for folder, dirs, files in os.walk(directory, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            if path.is_symlink() or not path.is_file() or not (path.suffix in _TEXT_SUFFIXES or name == "Kustomization"):
+                continue
             text = path.read_text(encoding="utf-8")
             if any(PLACEHOLDER.search(line.split("#", 1)[0]) for line in text.splitlines()):  # not in comments
                 path.write_text(PLACEHOLDER.sub(version, text), encoding="utf-8")
@@ -108,7 +192,8 @@ def image_override(deployments: list[dict], image: str) -> dict:
 
 
 def overlay_transformers(version: str) -> list[dict]:
-    """Name suffix and version label for Deployments only (never Services)."""
+    """The version suffix on Deployments, ConfigMaps and Secrets (kustomize rewrites the
+    references to them); the version label on Deployments. Never on Services."""
     on_deployment = lambda path: {"kind": "Deployment", "path": path, "create": True}  # noqa: E731
     return [
         {
@@ -116,7 +201,7 @@ def overlay_transformers(version: str) -> list[dict]:
             "kind": "PrefixSuffixTransformer",
             "metadata": {"name": "candidate-name-suffix"},
             "suffix": f"-{version}",
-            "fieldSpecs": [{"kind": "Deployment", "path": "metadata/name"}],
+            "fieldSpecs": [{"kind": kind, "path": "metadata/name"} for kind in ("Deployment", "ConfigMap", "Secret")],
         },
         {
             "apiVersion": "builtin",
@@ -135,6 +220,7 @@ def overlay_transformers(version: str) -> list[dict]:
 def render(directory: Path, version: str, image: str) -> tuple[str, list[dict]]:
     """The mode used and the candidate's objects, rendered in a scratch copy of directory."""
     find_kustomization(directory)
+    check_local_only(directory)
     with tempfile.TemporaryDirectory(prefix="patch-kustomize-") as scratch:
         base = Path(scratch) / "base"
         shutil.copytree(directory, base, symlinks=True)
@@ -165,7 +251,7 @@ def render(directory: Path, version: str, image: str) -> tuple[str, list[dict]]:
         (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
         objects = build(overlay)
     for obj in objects:
-        if version in obj.get("metadata", {}).get("name", ""):
+        if versioned(obj.get("metadata", {}).get("name", ""), version):
             obj["metadata"].setdefault("labels", {})[VERSION_LABEL] = version
     return mode, objects
 

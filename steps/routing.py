@@ -10,7 +10,7 @@ from .common import BadInput
 from .kube import DEPLOYMENTS, DESTINATION_RULES, SERVICES, VIRTUAL_SERVICES, Kube
 
 
-def _hosts(service: str, namespace: str) -> set[str]:
+def hosts(service: str, namespace: str) -> set[str]:
     return {service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"}
 
 
@@ -35,27 +35,27 @@ def service_deployments(kube: Kube, namespace: str, service: str) -> list[dict]:
 
 def subset_weights(kube: Kube, namespace: str, service: str) -> dict[str, int]:
     """Total weight per DestinationRule subset over the VirtualServices' HTTP routes for the Service."""
-    hosts = _hosts(service, namespace)
+    names = hosts(service, namespace)
     weights: dict[str, int] = {}
     for vs in kube.items(VIRTUAL_SERVICES, namespace):
-        if not hosts & set((vs.get("spec") or {}).get("hosts") or []):
+        if not names & set((vs.get("spec") or {}).get("hosts") or []):
             continue
         for route in (vs.get("spec") or {}).get("http") or []:
             destinations = route.get("route") or []
             for dest in destinations:
                 target = dest.get("destination") or {}
-                if target.get("host") in hosts and target.get("subset"):
+                if target.get("host") in names and target.get("subset"):
                     weight = dest.get("weight", 100 if len(destinations) == 1 else 0)
                     weights[target["subset"]] = weights.get(target["subset"], 0) + int(weight)
     return weights
 
 
 def subset_labels(kube: Kube, namespace: str, service: str) -> dict[str, dict]:
-    hosts = _hosts(service, namespace)
+    names = hosts(service, namespace)
     subsets: dict[str, dict] = {}
     for dr in kube.items(DESTINATION_RULES, namespace):
         spec = dr.get("spec") or {}
-        if spec.get("host") in hosts:
+        if spec.get("host") in names:
             for subset in spec.get("subsets") or []:
                 subsets[subset.get("name", "")] = subset.get("labels") or {}
     return subsets

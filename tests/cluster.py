@@ -26,7 +26,9 @@ def deployment(name: str, version: str, *, ready: int | None = None, replicas: i
                 "spec": {"containers": [{"name": "reviews", "image": f"registry.example.com/reviews:{version}"}]},
             },
         },
-        "status": {"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": ready},
+        "status": {"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": ready,
+                   "availableReplicas": ready,
+                   "conditions": [{"type": "Available", "status": "True" if ready else "False", "reason": "MinimumReplicasAvailable"}]},
     }
 
 
@@ -202,3 +204,43 @@ class FakeIter8:
     def stop(self):
         self.stopping.set()
         self.thread.join()
+
+
+# --- a cluster ready for a rollout: what the README's prerequisites install -----------------
+def iter8_crd(preserve_analysis_state: bool = True) -> dict:
+    """iter8 v1.0.1's Experiment CRD (../shared/crds); patched as the README says, or as shipped."""
+    import yaml
+
+    from crdschema import crds_dir
+
+    directory = crds_dir()
+    assert directory, "the upstream CRDs (../shared/crds or hack/fetch-crds.py)"
+    crd = next(d for d in yaml.safe_load_all((directory / "iter8" / "v1alpha2" / "iter8.tools_experiments.yaml").read_text()) if d)
+    if preserve_analysis_state:
+        status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        status["properties"]["analysisState"]["x-kubernetes-preserve-unknown-fields"] = True
+    return crd
+
+
+def available(name: str, namespace: str) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": name, "image": f"{name}:1"}]}}},
+            "status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                       "conditions": [{"type": "Available", "status": "True"}]}}
+
+
+METRICS = {"counter_metrics.yaml": "- name: iter8_request_count\n  query_template: sum(increase(istio_requests_total{reporter='source',job='kubernetes-pods'}[$interval])) by ($version_labels)\n"}
+
+
+def prerequisites(api, settings: dict[str, str], *, preserve_analysis_state: bool = True, tekton: str = "v1.15.0") -> None:
+    """iter8 1.0.1 (its CRD patched, controller and analytics available, metrics), Tekton's
+    version ConfigMap, the bundle's settings ConfigMap, and the app's serving version."""
+    api.put("customresourcedefinitions", iter8_crd(preserve_analysis_state))
+    for name in ("iter8-controller", "iter8-analytics"):
+        api.put("deployments", available(name, "iter8"))
+    api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "iter8config-metrics", "namespace": "iter8"}, "data": METRICS})
+    api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pipelines-info", "namespace": "tekton-pipelines"},
+                           "data": {"version": tekton}})
+    api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canary-rollout-settings", "namespace": NS},
+                           "data": settings})

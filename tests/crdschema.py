@@ -128,3 +128,70 @@ def any_errors(obj: dict) -> list[str]:
     if schema_for(obj.get("apiVersion", ""), obj.get("kind", "")) is not None:
         return errors(obj)
     return core_errors(obj)
+
+
+# --- what a structural API server does to a custom resource on every write -----------------
+def openapi_schema(api_version: str, kind: str) -> dict | None:
+    """The CRD's own openAPIV3Schema for (apiVersion, kind), as the API server holds it."""
+    return _schemas().get((api_version, kind))
+
+
+def prune(value, schema: dict, root: bool = True):
+    """Drop what the schema does not declare, as apiextensions-apiserver does for a
+    structural (apiextensions.k8s.io/v1) CRD (pkg/apiserver/schema/pruning/algorithm.go):
+    unknown fields go, unless x-kubernetes-preserve-unknown-fields or additionalProperties
+    keeps them. An object declared with no properties keeps nothing. metadata is the API
+    server's own and is not pruned."""
+    if isinstance(value, dict):
+        if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
+            return value
+        properties = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        out = {}
+        for key, child in value.items():
+            if root and key in ("apiVersion", "kind", "metadata"):
+                out[key] = child
+            elif properties is not None and key in properties:
+                out[key] = prune(child, properties[key], False)
+            elif isinstance(extra, dict):
+                out[key] = prune(child, extra, False)
+            elif extra is True or schema.get("x-kubernetes-preserve-unknown-fields"):
+                out[key] = child
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [prune(item, schema["items"], False) for item in value]
+    return value
+
+
+def version_schema(crd: dict, version: str) -> dict | None:
+    """The openAPIV3Schema of one version of a CustomResourceDefinition object."""
+    for served in (crd.get("spec") or {}).get("versions") or []:
+        if served.get("name") == version:
+            return (served.get("schema") or {}).get("openAPIV3Schema")
+    return None
+
+
+def admit(obj: dict, schema: dict | None = None) -> tuple[dict, list[str]]:
+    """The object as stored (pruned) and the schema errors that would make the write a 422;
+    with the given schema (an installed CRD's), else the upstream CRD's."""
+    schema = schema or openapi_schema(obj.get("apiVersion", ""), obj.get("kind", ""))
+    if schema is None:
+        return obj, []
+    stored = prune(copy.deepcopy(obj), schema)
+    lenient = _strict(schema)
+    _allow_unknown(lenient)
+    errs = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in jsonschema.Draft7Validator(lenient).iter_errors(stored)]
+    return stored, errs
+
+
+def _allow_unknown(node) -> None:
+    """Undo _strict's additionalProperties: False (the object is already pruned)."""
+    if isinstance(node, dict):
+        if node.get("additionalProperties") is False:
+            del node["additionalProperties"]
+        for value in node.values():
+            _allow_unknown(value)
+    elif isinstance(node, list):
+        for value in node:
+            _allow_unknown(value)

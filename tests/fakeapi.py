@@ -27,8 +27,9 @@ from urllib.parse import parse_qs, urlsplit
 
 _PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
-    r"/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
 )
+CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "clusterroles", "clusterrolebindings"}
 _REQ = re.compile(r"^\s*(!?)([\w./-]+)\s*(?:(==|=|!=)\s*([\w./-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
 
 
@@ -87,16 +88,25 @@ class Fault:
 
     verb: str | None  # get, list, watch, create, update, patch, delete; None for any
     resource: str | None  # plural, e.g. "experiments"; None for any
-    action: str  # "status", "drop" (no answer), "gone" (watch: 410 event), "cut" (watch: broken stream)
+    # "status", "drop" (no answer), "hang" (answer after `delay` s), and for watches: "gone" (a 410
+    # event), "cut" (a broken stream), "hold" (stay open and silent past timeoutSeconds) or
+    # "chatter" (stay open past timeoutSeconds, sending a bookmark every 0.1 s).
+    action: str
     status: int = 500
     headers: dict = field(default_factory=dict)
     times: int | None = 1  # None: always
+    delay: float = 30.0  # "hang": seconds before answering
+    user: str | None = None  # only this caller's requests (its token); None for any
     hits: int = 0
 
-    def matches(self, verb: str, resource: str) -> bool:
+    def matches(self, verb: str, resource: str, user: str = "") -> bool:
         if self.times is not None and self.hits >= self.times:
             return False
-        return (self.verb in (None, verb)) and (self.resource in (None, resource))
+        return self.verb in (None, verb) and self.resource in (None, resource) and self.user in (None, user)
+
+
+class Invalid(Exception):
+    """A write the CRD's schema rejects: the API server answers 422."""
 
 
 @dataclass
@@ -108,6 +118,7 @@ class Request:
     namespace: str
     name: str
     query: dict
+    user: str = ""  # the bearer token: tests give each ServiceAccount its own
 
 
 class FakeApi:
@@ -120,6 +131,9 @@ class FakeApi:
         self.faults: list[Fault] = []
         self.requests: list[Request] = []
         self.not_served: set[tuple[str, str, str]] = set()  # (group, version, plural)
+        # Prune and validate custom resources with their upstream CRD's schema (tests/crdschema.py),
+        # as a structural API server does on every write, status included.
+        self.custom_resource_schemas = False
         self.stopping = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
@@ -141,11 +155,12 @@ class FakeApi:
         self.server.shutdown()
         self.server.server_close()
 
-    def write_kubeconfig(self, path: Path) -> Path:
+    def write_kubeconfig(self, path: Path, token: str = "test-token") -> Path:
+        """A kubeconfig for this server; `token` names the caller in the request log."""
         path.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "fake",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "steps", "user": {"token": "test-token"}}],
+            "users": [{"name": "steps", "user": {"token": token}}],
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "steps"}}],
         }))
         return path
@@ -159,7 +174,7 @@ class FakeApi:
     def put(self, plural: str, obj: dict) -> dict:
         """Create or overwrite an object as a controller would (status included)."""
         meta = obj.setdefault("metadata", {})
-        key = self._key(obj["apiVersion"], plural, meta.get("namespace", "default"), meta["name"])
+        key = self._key(obj["apiVersion"], plural, "" if plural in CLUSTER_SCOPED else meta.get("namespace", "default"), meta["name"])
         with self.lock:
             old = self.objects.get(key)
             return self._store(key, copy.deepcopy(obj), "MODIFIED" if old else "ADDED", old)
@@ -188,8 +203,8 @@ class FakeApi:
             self.compacted_below = self.rv
             self.events.clear()
 
-    def inject(self, verb=None, resource=None, action="status", status=500, headers=None, times=1) -> Fault:
-        fault = Fault(verb, resource, action, status, headers or {}, times)
+    def inject(self, verb=None, resource=None, action="status", status=500, headers=None, times=1, delay=30.0, user=None) -> Fault:
+        fault = Fault(verb, resource, action, status, headers or {}, times, delay=delay, user=user)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -204,9 +219,19 @@ class FakeApi:
 
     # --- internals (lock held) -----------------------------------------------------------
     def _store(self, key: tuple, obj: dict, event: str, old: dict | None) -> dict:
+        if self.custom_resource_schemas:
+            from crdschema import admit, version_schema
+
+            # The installed CRD (a test may patch it) if there is one, else the upstream file.
+            crd = self.objects.get(("apiextensions.k8s.io", "v1", "customresourcedefinitions", "", f"{key[2]}.{key[0]}"))
+            obj, errors = admit(obj, version_schema(crd, key[1]) if crd else None)
+            if errors:
+                raise Invalid(f"{key[2]}.{key[0]} \"{key[4]}\" is invalid: {'; '.join(errors)}")
         self.rv += 1
         meta = obj.setdefault("metadata", {})
-        meta.update(name=key[4], namespace=key[3], resourceVersion=str(self.rv))
+        meta.update(name=key[4], resourceVersion=str(self.rv))
+        if key[3]:
+            meta["namespace"] = key[3]
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         if old is None:
@@ -228,9 +253,9 @@ class FakeApi:
             self.lock.notify_all()
         return obj
 
-    def _fault_for(self, verb: str, plural: str) -> Fault | None:
+    def _fault_for(self, verb: str, plural: str, user: str = "") -> Fault | None:
         for fault in self.faults:
-            if fault.matches(verb, plural):
+            if fault.matches(verb, plural, user):
                 fault.hits += 1
                 return copy.copy(fault)
         return None
@@ -299,18 +324,24 @@ def _handler_for(api: FakeApi):
                 return self.fail(404, "NotFound", f"the server could not find the requested resource ({url.path})")
             group = m["group"] or ""
             version = m["core"] or m["version"]
-            ns, plural, name, sub = m["ns"], m["plural"], m["name"], m["sub"] or ""
+            ns, plural, name, sub = m["ns"] or "", m["plural"], m["name"], m["sub"] or ""  # "": cluster-scoped
             watching = method == "GET" and query.get("watch") in ("true", "1")
             verb = {
                 "GET": "watch" if watching else ("get" if name else "list"),
                 "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete",
             }[method]
             with api.lock:
-                api.requests.append(Request(verb, group, plural, sub, ns, name or "", query))
-                fault = api._fault_for(verb, plural)
+                token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                api.requests.append(Request(verb, group, plural, sub, ns, name or "", query, token))
+                fault = api._fault_for(verb, plural, token)
                 served = (group, version, plural) not in api.not_served
             if fault and fault.action == "drop":
                 return self.drop()
+            if fault and fault.action == "hang":
+                deadline = time.monotonic() + fault.delay
+                with api.lock:
+                    while not api.stopping and time.monotonic() < deadline:
+                        api.lock.wait(timeout=0.05)
             if fault and fault.action == "status":
                 return self.fail(fault.status, "InjectedFault", f"injected {fault.status}", fault.headers)
             if not served:
@@ -319,7 +350,10 @@ def _handler_for(api: FakeApi):
                 return self.watch(group, version, plural, ns, query, fault.action if fault else "")
             body = json.loads(raw) if raw else None
             key = (group, version, plural, ns, name)
-            getattr(self, f"verb_{verb}")(key, body, query, sub)
+            try:
+                getattr(self, f"verb_{verb}")(key, body, query, sub)
+            except Invalid as err:
+                self.fail(422, "Invalid", str(err))
 
         # --- verbs -------------------------------------------------------------
         def verb_get(self, key, body, query, sub):
@@ -369,7 +403,9 @@ def _handler_for(api: FakeApi):
 
         def verb_patch(self, key, body, query, sub):
             if not isinstance(body, dict):
-                return self.fail(415, "UnsupportedMediaType", "the fake supports merge patches only")
+                return self.fail(415, "UnsupportedMediaType", "the fake supports merge patches and server-side apply only")
+            if self.headers.get("Content-Type") == "application/apply-patch+yaml":
+                return self.server_side_apply(key, body, query)
             with api.lock:
                 old = api.objects.get(key)
                 if old is None:
@@ -382,6 +418,27 @@ def _handler_for(api: FakeApi):
                     new = merge_patch(old, body)
                 obj = api._store(key, new, "MODIFIED", old)
             self.send_json(200, obj)
+
+        def server_side_apply(self, key, body, query):
+            """Server-side apply, as far as the steps use it: create when missing (which the API
+            server also authorizes as `create`: api-concepts "patch-and-apply"), else merge.
+            Field ownership is not modelled."""
+            if not query.get("fieldManager"):
+                return self.fail(422, "Invalid", "fieldManager is required for apply requests")
+            if (body.get("metadata") or {}).get("name") != key[4]:
+                return self.fail(400, "BadRequest", "the name of the object does not match the name on the URL")
+            body.pop("status", None)
+            with api.lock:
+                old = api.objects.get(key)
+                if old is None:
+                    last = api.requests[-1]
+                    api.requests.append(Request("create", last.group, last.plural, "", last.namespace, last.name, last.query, last.user))
+                    obj = api._store(key, body, "ADDED", None)
+                    code = 201
+                else:
+                    obj = api._store(key, merge_patch(old, body), "MODIFIED", old)
+                    code = 200
+            self.send_json(code, obj)
 
         def verb_delete(self, key, body, query, sub):
             with api.lock:
@@ -417,6 +474,13 @@ def _handler_for(api: FakeApi):
             try:
                 if fault == "cut":
                     return self.drop()
+                if fault in ("hold", "chatter"):  # a proxy or server that ignores timeoutSeconds
+                    while not api.stopping:
+                        time.sleep(0.1)
+                        if fault == "chatter":
+                            bookmark = {"kind": "Experiment", "metadata": {"resourceVersion": since}}
+                            self.chunk(json.dumps({"type": "BOOKMARK", "object": bookmark}).encode() + b"\n")
+                    return
                 if fault == "gone" or (since != "0" and int(since) < api.compacted_below):
                     error = _status(410, "Expired", f"too old resource version: {since}")
                     self.chunk(json.dumps({"type": "ERROR", "object": error}).encode() + b"\n")

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import ROOT, need, need_tool
 from crdschema import core_errors, crds_dir, errors, schema_for
-from tekton import VARIABLE, bundle, by_kind, check_pipeline, check_task, scripts, strings
+from tekton import VARIABLE, admission, bundle, by_kind, lint_pipeline, lint_task, runtime, scripts, strings
 
 LINT = ROOT / "hack" / "tekton-lint"
 SAMPLE_RUN = ROOT / "tasks" / "samples" / "canary-rollout-run.yaml"
@@ -33,8 +33,9 @@ def test_bundle_holds_the_tasks_pipeline_and_rbac(objects):
     for task in TASKS:
         assert ("Task", task) in kinds
     assert {name for kind, name in kinds if kind == "Task"} == set(TASKS)
-    assert {("Pipeline", "canary-rollout"), ("ServiceAccount", "canary-pipeline"), ("Role", "canary-pipeline"),
-            ("RoleBinding", "canary-pipeline")} <= kinds
+    assert ("Pipeline", "canary-rollout") in kinds and ("ConfigMap", "canary-rollout-settings") in kinds
+    for account in ("fetch", "settings", "doctor", "lock", "build", "experiment", "deploy", "load", "wait", "cleanup"):
+        assert ("ServiceAccount", f"canary-{account}") in kinds
     assert all(o["apiVersion"] == "tekton.dev/v1" for o in objects if o["kind"] in ("Task", "Pipeline"))
 
 
@@ -75,29 +76,127 @@ def test_no_substitution_inside_any_script(objects):
                 assert "$(" not in script, f"{obj['metadata']['name']}/{step}: values must come as env or args"
 
 
-TASKS = ["acquire-lock", "fetch-source", "build", "create-experiment", "deploy", "generate-load", "wait-completion", "cleanup"]
+TASKS = ["fetch-source", "read-settings", "doctor", "acquire-lock", "build", "create-experiment", "deploy",
+         "generate-load", "wait-completion", "cleanup"]
+
+
+def test_tektons_admission_accepts_every_object(objects):
+    """tektoncd/pipeline v1.15.0: SetDefaults then Validate, as its webhook runs them
+    (cmd/webhook/main.go; pkg/apis/pipeline/v1 task_validation.go, pipeline_validation.go,
+    pipelinerun_validation.go). The PipelineRun a push makes is checked in test_triggers."""
+    for obj in objects + [yaml.safe_load(SAMPLE_RUN.read_text())]:
+        if obj["kind"] in ("Task", "Pipeline", "PipelineRun"):
+            assert admission(obj) == [], f"{obj['kind']} {obj['metadata'].get('name')}"
+
+
+def test_admission_rejects_a_pipeline_result_that_is_not_only_task_results(objects):
+    """pipeline_validation.go validatePipelineResults / taskContainsResult: the value that
+    the previous release shipped, which Tekton's webhook refused."""
+    pipeline = json.loads(json.dumps(by_kind(objects, "Pipeline")["canary-rollout"]))
+    image = next(i for i, r in enumerate(pipeline["spec"]["results"]) if r["name"] == "image")
+    pipeline["spec"]["results"][image]["value"] = "$(params.image-repository)@$(tasks.build.results.IMAGE_DIGEST)"
+    assert f"invalid value: referencing a nonexistent task: spec.results[{image}].value" in admission(pipeline)
+    pipeline["spec"]["results"][image]["value"] = "$(tasks.build.results.IMAGE_REF)"
+    assert admission(pipeline) == []
+
+
+def _mutated(objects, change):
+    pipeline = json.loads(json.dumps(by_kind(objects, "Pipeline")["canary-rollout"]))
+    change(pipeline["spec"], {t["name"]: t for t in pipeline["spec"]["tasks"]}, pipeline["spec"]["finally"][0])
+    return admission(pipeline)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    # dag.go Build (findCyclesInDependencies), via pipeline_validation.go validateGraph
+    (lambda s, t, f: t["fetch-source"].update(runAfter=["wait-completion"]), "invalid value: cycle detected; task "),
+    (lambda s, t, f: t["build"].update(runAfter=["no-such-task"]), "but no-such-task wasn't present in Pipeline: spec.tasks"),
+    # validatePipelineParameterUsage: an undeclared $(params.x)
+    (lambda s, t, f: t["build"]["params"].append({"name": "x", "value": "$(params.nope)"}),
+     'non-existent variable in "$(params.nope)": spec.tasks[4].params[x]'),
+    # validateFinalTasks
+    (lambda s, t, f: f.update(runAfter=["build"]), "no runAfter allowed under spec.finally"),
+    (lambda s, t, f: f["params"].append({"name": "x", "value": "$(tasks.no-such-task.results.r)"}),
+     "final task has task result reference from a task no-such-task which is not defined in the pipeline"),
+    # validateExecutionStatusVariables
+    (lambda s, t, f: t["build"]["params"].append({"name": "x", "value": "$(tasks.status)"}),
+     "pipeline tasks can not refer to execution status of any other pipeline task"),
+    (lambda s, t, f: f["params"].append({"name": "x", "value": "$(tasks.nope.status)"}), "pipeline task nope is not defined in the pipeline"),
+    # validatePipelineContextVariables
+    (lambda s, t, f: f["params"].append({"name": "x", "value": "$(context.pipelineRun.labels)"}),
+     'non-existent variable in "$(context.pipelineRun.labels)": spec.finally.value'),
+    # validateVarSubstitutionExpressions
+    (lambda s, t, f: t["build"]["params"].append({"name": "x", "value": "$(date)"}), 'invalid variable reference "$(date)"'),
+    # validateWhenExpressions
+    (lambda s, t, f: t["build"].update(when=[{"input": "a", "operator": "is", "values": ["a"]}]), 'operator "is" is not recognized'),
+    # validatePipelineWorkspacesUsage
+    (lambda s, t, f: t["build"]["workspaces"].append({"name": "cache", "workspace": "cache"}),
+     'expects workspace with name "cache" but none exists in pipeline spec'),
+    # PipelineTask.ValidateName
+    (lambda s, t, f: t["build"].update(name="Build"), 'invalid value "Build": spec.tasks[4].name'),
+])
+def test_admission_rules_catch_mistakes(objects, change, message):
+    problems = "\n".join(_mutated(objects, change))
+    assert message in problems, problems
+
+
+def test_admission_checks_task_references(objects):
+    """task_validation.go ValidateUsageOfDeclaredParameters, validateTaskResultsVariables,
+    validateArrayUsage; container_validation.go Step.Validate."""
+    task = json.loads(json.dumps(by_kind(objects, "Task")["fetch-source"]))
+    task["spec"]["steps"][0]["env"].append({"name": "X", "value": "$(params.nope)"})
+    task["spec"]["steps"][0]["script"] += 'echo "$(results.nope.path)"\n'
+    task["spec"]["steps"][0]["onError"] = "ignore"
+    problems = "\n".join(admission(task))
+    assert 'non-existent variable in "$(params.nope)": spec.steps[0].env[X]' in problems
+    assert "spec.steps[0].script" in problems
+    assert 'invalid value: "ignore": spec.steps[0].onError' in problems
+    build = json.loads(json.dumps(by_kind(objects, "Task")["build"]))
+    build["spec"]["steps"][0]["args"][-1] = "--x=$(params.extra-args[*])"
+    assert any("variable is not properly isolated" in p for p in admission(build))
+
+
+def test_admission_checks_pipelinerun_timeouts_and_workspaces():
+    """pipelinerun_validation.go validatePipelineTimeout, workspace_validation.go."""
+    run = yaml.safe_load(SAMPLE_RUN.read_text())
+    run["spec"]["timeouts"] = {"pipeline": "1h", "tasks": "50m", "finally": "15m"}
+    assert "invalid value: 50m0s + 15m0s should be <= pipeline duration: spec.timeouts.tasks" in admission(run)
+    run = yaml.safe_load(SAMPLE_RUN.read_text())
+    del run["spec"]["timeouts"]["pipeline"]  # SetDefaults makes it 60m
+    assert any("should be <= pipeline duration" in p for p in admission(run))
+    run = yaml.safe_load(SAMPLE_RUN.read_text())
+    run["spec"]["workspaces"][1]["emptyDir"] = {}
+    assert any(p.startswith("expected exactly one, got both: spec.workspaces[1]") for p in admission(run))
+
+
+def test_the_sample_run_resolves(objects):
+    """What the PipelineRun reconciler checks when the run starts (test/tekton.py runtime)."""
+    run = yaml.safe_load(SAMPLE_RUN.read_text())
+    assert runtime(run, by_kind(objects, "Pipeline")["canary-rollout"], by_kind(objects, "Task")) == []
+
+
+def test_runtime_catches_what_admission_leaves_to_the_run(objects):
+    tasks = by_kind(objects, "Task")
+    pipeline = json.loads(json.dumps(by_kind(objects, "Pipeline")["canary-rollout"]))
+    deploy = next(t for t in pipeline["spec"]["tasks"] if t["name"] == "deploy")
+    next(p for p in deploy["params"] if p["name"] == "image")["value"] = "$(tasks.build.results.IMAGE)"
+    deploy["params"] = [p for p in deploy["params"] if p["name"] != "version"]
+    run = yaml.safe_load(SAMPLE_RUN.read_text())
+    run["spec"]["taskRunSpecs"].append({"pipelineTaskName": "nope", "serviceAccountName": "x"})
+    run["spec"]["workspaces"] = run["spec"]["workspaces"][1:]
+    problems = "\n".join(runtime(run, pipeline, tasks))
+    assert admission(pipeline) == []  # none of this is an admission error
+    for expected in ("Could not find result with name IMAGE for task build", "missing values for these params which have no default values: [version]",
+                     'taskrunSpecs defined wrong taskName: "nope"', 'pipeline requires workspace with name "source"'):
+        assert expected in problems
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_task_references_resolve(objects, name):
-    assert check_task(by_kind(objects, "Task")[name]) == []
+def test_task_lint(objects, name):
+    assert lint_task(by_kind(objects, "Task")[name]) == []
 
 
-def test_pipeline_references_resolve(objects):
-    assert check_pipeline(by_kind(objects, "Pipeline")["canary-rollout"], by_kind(objects, "Task")) == []
-
-
-def test_pipeline_check_catches_mistakes(objects):
-    tasks = by_kind(objects, "Task")
-    pipeline = json.loads(json.dumps(by_kind(objects, "Pipeline")["canary-rollout"]))
-    spec = pipeline["spec"]
-    spec["tasks"][0]["runAfter"] = ["wait-completion"]  # a cycle
-    spec["tasks"][1]["params"].append({"name": "nope", "value": "$(tasks.fetch-source.results.nothing)"})
-    spec["finally"][0]["params"][1]["value"] = "$(tasks.no-such-task.results.experiment)"
-    spec["tasks"][2]["taskRef"]["name"] = "missing-task"
-    problems = "\n".join(check_pipeline(pipeline, tasks))
-    for expected in ("cycle", "unknown param nope", "names no result of fetch-source", "names no DAG task", "'missing-task' is not in the bundle"):
-        assert expected in problems
+def test_pipeline_lint(objects):
+    assert lint_pipeline(by_kind(objects, "Pipeline")["canary-rollout"], by_kind(objects, "Task")) == []
 
 
 def test_timeouts_are_explicit(objects):

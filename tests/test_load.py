@@ -83,13 +83,21 @@ def test_stop_file_stops_it_quickly(app, start_step, tmp_path):
     assert "stopping: the stop file appeared" in out
 
 
-def test_sigterm_stops_it_and_prints_the_summary(app, start_step, tmp_path):
+def test_sigterm_stops_it_and_hey_and_prints_the_summary(app, start_step, tmp_path):
+    """Tekton's entrypoint forwards SIGTERM to the step's process group only
+    (tektoncd/pipeline v1.15.0 cmd/entrypoint/runner.go, realRunner.Run); hey runs in its own
+    session, so load must stop it."""
     proc = start_step("load", *load_args(app, tmp_path))
     wait_for(lambda: app.count > 5, what="the first requests")
     proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
     out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - signalled < 2.5
     assert proc.returncode == 0, err
     assert "stopping: SIGTERM" in out and "total:" in out
+    served = app.count
+    time.sleep(0.5)
+    assert app.count == served, "hey kept sending after load exited"
 
 
 def test_experiment_completion_stops_it(app, fake_api, start_step, tmp_path):

@@ -55,13 +55,16 @@ def test_overlay_mode_renames_labels_and_sets_image(run_step, tmp_path):
     assert dep["spec"]["selector"]["matchLabels"] == {"app": "reviews", "version": "3f2a1bc"}
     assert dep["spec"]["template"]["metadata"]["labels"] == {"app": "reviews", "version": "3f2a1bc"}
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
-    # The Service and the shared ConfigMap keep their names and get no version label.
+    # The Service keeps its name and gets no version label; the ConfigMap becomes the
+    # candidate's own copy, and kustomize points the Deployment at it.
     (svc,) = by_kind(docs, "Service")
     assert svc["metadata"]["name"] == "reviews"
     assert "version" not in svc["metadata"].get("labels", {}) and svc["spec"]["selector"] == {"app": "reviews"}
     assert "iter8-tekton.dev/version" not in svc["metadata"].get("labels", {})
     (cm,) = by_kind(docs, "ConfigMap")
-    assert cm["metadata"]["name"] == "reviews-settings"
+    assert cm["metadata"]["name"] == "reviews-settings-3f2a1bc"
+    assert cm["metadata"]["labels"]["iter8-tekton.dev/version"] == "3f2a1bc"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [{"configMapRef": {"name": "reviews-settings-3f2a1bc"}}]
     assert "deployment: reviews-3f2a1bc" in proc.stdout
     assert (tmp_path / "results" / "deployment").read_text() == "reviews-3f2a1bc"
     for doc in docs:
@@ -84,7 +87,7 @@ def test_writes_to_stdout_and_logs_to_stderr(run_step):
     proc = run_step("patch_kustomize", "--kustomize-dir", str(APPS / "reviews/kustomize"), "--version", "v3", "--image", IMAGE)
     assert proc.returncode == 0, proc.stderr
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(proc.stdout)]
-    assert names == ["reviews-settings", "reviews", "reviews-v3"]
+    assert names == ["reviews-settings-v3", "reviews", "reviews-v3"]
     assert "deployment: reviews-v3" in proc.stderr
 
 
@@ -134,11 +137,73 @@ def test_missing_kustomization(run_step, tmp_path):
 
 def test_kustomize_error_shows_its_stderr(run_step, tmp_path):
     app = copy_app(tmp_path)
-    (app / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
+    (app / "broken.yaml").write_text("apiVersion: v1\nmetadata: {name: x}\n")  # no kind
+    (app / "kustomization.yaml").write_text("resources:\n  - broken.yaml\n")
     proc = run_on(run_step, app)
     assert proc.returncode == 2
-    assert "kustomize build failed:" in proc.stderr and "missing.yaml" in proc.stderr
+    assert "kustomize build failed:" in proc.stderr and "kind" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# kustomize api v0.18 (kustomize 5.5, kubectl 1.32) fetches http(s) files and git repositories
+# named in resources, bases, components, patches ... and has no switch to stop it
+# (api/internal/loader/fileloader.go, api/internal/git/repospec.go NewRepoSpecFromURL).
+@pytest.mark.parametrize(
+    ("kustomization", "extra"),
+    [
+        ("resources:\n  - https://raw.githubusercontent.com/example/evil/main/rbac.yaml\n", None),
+        ("resources:\n  - github.com/example/evil//deploy?ref=main\n", None),
+        ("resources:\n  - git@github.com:example/evil.git\n", None),
+        ("resources:\n  - missing.yaml\n", None),
+        ("resources:\n  - deployment.yaml\ncomponents:\n  - ../outside\n", "outside"),
+        ("resources:\n  - deployment.yaml\npatches:\n  - path: https://example.com/patch.yaml\n", None),
+        ("resources:\n  - deployment.yaml\nconfigMapGenerator:\n  - name: c\n    files: [k=/etc/passwd]\n", None),
+        ("resources:\n  - sub\n", "sub"),
+    ],
+)
+def test_remote_and_outside_references_are_refused(run_step, tmp_path, kustomization, extra):
+    app = copy_app(tmp_path)
+    (app / "kustomization.yaml").write_text(kustomization)
+    if extra == "outside":
+        (tmp_path / "outside").mkdir()
+        (tmp_path / "outside" / "kustomization.yaml").write_text("kind: Component\n")
+    if extra == "sub":  # a local folder is fine, but what it references is checked too
+        (app / "sub").mkdir()
+        (app / "sub" / "kustomization.yaml").write_text("resources:\n  - https://example.com/x.yaml\n")
+    proc = run_on(run_step, app)
+    assert proc.returncode == 2, proc.stdout
+    assert "is not a file or folder inside" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_helm_charts_are_refused(run_step, tmp_path):
+    app = copy_app(tmp_path)
+    (app / "kustomization.yaml").write_text("helmCharts:\n  - name: x\n    repo: https://charts.example.com\n")
+    proc = run_on(run_step, app)
+    assert proc.returncode == 2 and "helmCharts" in proc.stderr
+
+
+def test_kustomize_runs_root_only(run_step, tmp_path):
+    """A symlink to a file outside the folder is refused by kustomize's root-only restrictor
+    (api/filesys/confirmeddir.go, loader restrictor RootOnly), which we pass explicitly."""
+    app = copy_app(tmp_path)
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: stolen}\n")
+    (app / "link.yaml").symlink_to(secret)
+    (app / "kustomization.yaml").write_text("resources:\n  - deployment.yaml\n  - link.yaml\n")
+    proc = run_on(run_step, app)
+    assert proc.returncode == 2, proc.stdout
+    assert "stolen" not in proc.stdout
+
+
+def test_placeholder_substitution_does_not_write_through_symlinks(run_step, tmp_path):
+    """The VERSION substitution works on a copy, and never follows a link out of it."""
+    app = copy_app(tmp_path, "reviews-seed/kustomize")
+    victim = tmp_path / "victim.yaml"
+    victim.write_text("name: VERSION\n")
+    (app / "victim.yaml").symlink_to(victim)
+    proc = run_on(run_step, app)
+    assert proc.returncode == 0, proc.stderr
+    assert victim.read_text() == "name: VERSION\n"
 
 
 def test_no_deployment_in_output(run_step, tmp_path):

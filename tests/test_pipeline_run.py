@@ -1,211 +1,207 @@
-"""A canary-rollout run, task by task, through the bundle's own YAML: each Task's steps run
-the real step programs with the args Tekton would give them (params, results and
-workspace paths substituted), against the fake API server. What cannot run here is
-simulated: git clone and kaniko (their results), kubectl apply (the rendered objects are
-stored), and iter8's controller (it sets the experiment's final status)."""
+"""Whole canary-rollout runs through the bundle's YAML (tests/pipelinerun.py), against the
+fake API server with the fake Deployment controller and the iter8 1.0.1 stand-in
+(tests/fakecontrollers.py), the real step programs and the real hey."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tomllib
-from pathlib import Path
+import threading
+import time
 
 import pytest
-import yaml
 
-from cluster import NS, V2, FakeIter8, deployment, service, v2_completed
-from conftest import APPS, ROOT, need_tool
-from tekton import bundle, by_kind, order, substitute
+from cluster import NS, V2, deployment, prerequisites, service
+from conftest import need, need_tool
+from crdschema import crds_dir
+from fakecontrollers import Deployments, Iter8
+from pipelinerun import PipelineRun
+from tekton import bundle
+from test_load import App
 
-STEPS_IMAGE = "ghcr.io/iter8-tekton/steps:0.1.0"
 SHORT = "3f2a1bc"
-DIGEST = "sha256:" + "c0" * 32
 RUN = "canary-rollout-x7k2p"
-SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-SIMULATED = {  # tasks that need git, a registry or a daemon
-    "fetch-source": {"commit": SHORT + "d" * 33, "short-sha": SHORT},
-    "build": {"IMAGE_DIGEST": DIGEST, "IMAGE_URL": f"registry.example.com/bookinfo/reviews:{SHORT}"},
-}
-
-
-def module_argv(command: list[str]) -> list[str]:
-    """`canary-x args` as `python -m steps.x args` (the console script's module)."""
-    if command[0] in SCRIPTS:
-        return [sys.executable, "-m", SCRIPTS[command[0]].split(":")[0], *command[1:]]
-    return command
-
-
-def apply(fake_api, manifest_path):
-    """What kubectl apply would leave: the objects stored, the Deployment's pods ready."""
-    plural = {"Deployment": "deployments", "Service": "services", "ConfigMap": "configmaps"}
-    for obj in yaml.safe_load_all(manifest_path.read_text()):
-        obj["metadata"]["namespace"] = NS
-        if obj["kind"] == "Deployment":
-            replicas = obj["spec"].get("replicas", 1)
-            obj["status"] = {"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas}
-        fake_api.put(plural[obj["kind"]], obj)
-
-
-class Run:
-    def __init__(self, fake_api, tmp_path, iter8_outcome):
-        objects = bundle()
-        self.tasks = by_kind(objects, "Task")
-        self.pipeline = by_kind(objects, "Pipeline")["canary-rollout"]
-        run = yaml.safe_load((ROOT / "tasks" / "samples" / "canary-rollout-run.yaml").read_text())
-        self.params = {p["name"]: p.get("default") for p in self.pipeline["spec"]["params"]}
-        self.params.update({p["name"]: p["value"] for p in run["spec"]["params"]})
-        self.fake_api, self.tmp, self.iter8_outcome = fake_api, tmp_path, iter8_outcome
-        self.workspace = tmp_path / "workspace"
-        shutil.copytree(APPS / "reviews", self.workspace / "src")  # what fetch-source would clone
-        self.results: dict[str, dict[str, str]] = {}
-        self.status: dict[str, str] = {}
-        self.logs: dict[str, str] = {}
-
-    def variables(self) -> dict:
-        values = {f"params.{k}": v for k, v in self.params.items()}
-        values["context.pipelineRun.name"] = RUN
-        for task, results in self.results.items():
-            values.update({f"tasks.{task}.results.{k}": v for k, v in results.items()})
-        dag = [self.status.get(t["name"], "None") for t in self.pipeline["spec"]["tasks"]]
-        values.update({f"tasks.{t['name']}.status": self.status.get(t["name"], "None") for t in self.pipeline["spec"]["tasks"]})
-        values["tasks.status"] = "Failed" if "Failed" in dag else "Completed" if "None" in dag else "Succeeded"
-        return values
-
-    def run_task(self, ptask: dict) -> None:
-        name = ptask["name"]
-        pipeline_vars = self.variables()
-        task = self.tasks[ptask["taskRef"]["name"]]
-        params = {p["name"]: p.get("default") for p in task["spec"].get("params") or []}
-        params.update({p["name"]: substitute(p["value"], pipeline_vars) for p in ptask.get("params") or []})
-        if name in SIMULATED:
-            self.results[name], self.status[name] = SIMULATED[name], "Succeeded"
-            return
-        results_dir = self.tmp / "results" / name
-        results_dir.mkdir(parents=True)
-        bound = {w["name"]: w for w in ptask.get("workspaces") or []}
-        task_vars = {f"params.{k}": v for k, v in params.items()}
-        for ws in task["spec"].get("workspaces") or []:
-            sub = bound.get(ws["name"], {}).get("subPath")
-            task_vars[f"workspaces.{ws['name']}.path"] = str(self.workspace / sub if sub else self.workspace)
-        task_vars.update({f"results.{r['name']}.path": str(results_dir / r["name"]) for r in task["spec"].get("results") or []})
-        steps_dir = self.tmp / "steps" / name
-        for step in task["spec"]["steps"]:  # Tekton's exit-code files, one per step
-            (steps_dir / f"step-{step['name']}").mkdir(parents=True)
-            task_vars[f"steps.step-{step['name']}.exitCode.path"] = str(steps_dir / f"step-{step['name']}" / "exitCode")
-        log, failed = [], False
-        for step in task["spec"]["steps"]:
-            code = self.run_step(step, task_vars, results_dir, log)
-            Path(task_vars[f"steps.step-{step['name']}.exitCode.path"]).write_text(str(code))
-            if code and step.get("onError") != "continue":
-                failed = True
-                break
-        self.status[name] = "Failed" if failed else "Succeeded"
-        self.logs[name] = "\n".join(log)
-        self.results[name] = {p.name: p.read_text() for p in results_dir.iterdir()}
-
-    def run_step(self, step: dict, task_vars: dict, results_dir: Path, log: list[str]) -> int:
-        argv = substitute(step.get("command", []) + step.get("args", []), task_vars)
-        argv = [a.replace("/tekton/results", str(results_dir)) for a in argv]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        for var in step.get("env") or []:
-            if "value" in var:
-                env[var["name"]] = substitute(var["value"], task_vars)
-            # valueFrom (the optional github-token Secret): absent here, so unset
-        if argv[:2] == ["kubectl", "apply"]:
-            manifest = next(Path(a.split("=", 1)[1]) for a in argv if a.startswith("--filename="))
-            apply(self.fake_api, manifest)
-            self.iter8_outcome(self.fake_api)  # iter8 runs the experiment once the candidate exists
-            return 0
-        if step["image"] != STEPS_IMAGE:
-            raise AssertionError(f"no way to run step {step['name']} here")
-        if step.get("script"):
-            argv = ["sh", "-c", step["script"]]
-        cwd = substitute(step.get("workingDir", str(ROOT)), task_vars)
-        proc = subprocess.run(module_argv(argv), capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
-        log.append(f"[{step['name']}] {argv}\n{proc.stdout}{proc.stderr}")
-        return proc.returncode
-
-    def run(self) -> str:
-        for name in order(self.pipeline):
-            ptask = next(t for t in self.pipeline["spec"]["tasks"] if t["name"] == name)
-            if all(self.status.get(d) == "Succeeded" for d in ptask.get("runAfter") or []):
-                self.run_task(ptask)
-        for ptask in self.pipeline["spec"].get("finally") or []:
-            when = ptask.get("when") or []
-            if all(substitute(w["input"], self.variables()) in w["values"] for w in when):
-                self.run_task(ptask)
-        return "Succeeded" if all(s == "Succeeded" for s in self.status.values()) else "Failed"
-
-
-def iter8_says(winner_is_candidate: bool):
-    def finish(api):
-        exp = api.get(V2, "experiments", NS, f"reviews-{SHORT}")
-        baseline, candidate = exp["spec"]["service"]["baseline"], exp["spec"]["service"]["candidates"][0]
-        winner = candidate if winner_is_candidate else baseline
-        weights = (0, 100) if winner_is_candidate else (100, 0)
-        api.patch_status(V2, "experiments", NS, exp["metadata"]["name"],
-                         v2_completed(baseline, candidate, "Traffic To Winner", winner, weights, breached=not winner_is_candidate))
-    return finish
 
 
 @pytest.fixture
-def cluster(fake_api):
-    need_tool("kubectl")
+def app():
     need_tool("hey")
+    server = App()
+    yield server
+    server.server.shutdown()
+
+
+def settings(app) -> dict[str, str]:
+    return {"image-registry": "registry.example.com/bookinfo", "default-load-url": app.url, "load-hosts": "127.0.0.1",
+            "max-experiment-timeout": "3600"}
+
+
+@pytest.fixture
+def cluster(fake_api, app):
+    """A cluster with what the README's prerequisites install, and reviews-v1 serving."""
+    need_tool("kubectl")
+    need(crds_dir(), "the upstream CRDs (../shared/crds, or run hack/fetch-crds.py)")
+    fake_api.custom_resource_schemas = True
+    prerequisites(fake_api, settings(app))
     fake_api.put("services", service())
     fake_api.put("deployments", deployment("reviews", "v1"))
-    controller = FakeIter8(fake_api)  # completes experiments that get rolled back
-    yield fake_api
-    controller.stop()
+    controllers = []
+
+    def start(**iter8):
+        controllers.append(Deployments(fake_api, ready_after=iter8.pop("ready_after", None)))
+        controllers.append(Iter8(fake_api, **{"window": 1.0, "poll": 0.2, **iter8}))
+        return controllers[-1]
+
+    yield fake_api, start
+    for controller in controllers:
+        controller.stop()
+        assert controller.errors == [], controller.errors
+
+
+def rollout(api, tmp_path, app, name=RUN, short=SHORT, app_dir="reviews", **params) -> PipelineRun:
+    return PipelineRun(bundle(), api, tmp_path, name=name, app=app_dir, short=short, namespace=NS,
+                       params={"load-url": app.url, **params})
 
 
 def deployments(api) -> dict[str, dict]:
-    return {key[4]: obj for key, obj in api.objects.items() if key[2] == "deployments"}
+    return {key[4]: obj for key, obj in api.objects.items() if key[2] == "deployments" and key[3] == NS}
 
 
-def test_promotion(cluster, tmp_path):
-    run = Run(cluster, tmp_path, iter8_says(winner_is_candidate=True))
-    assert run.run() == "Succeeded", run.logs
-    exp = cluster.get(V2, "experiments", NS, f"reviews-{SHORT}")
+def test_promotion(cluster, tmp_path, app):
+    api, start = cluster
+    start(judge=lambda exp: "candidate")
+    run = rollout(api, tmp_path, app)
+    assert run.execute() == "Succeeded", "\n".join(f"== {k}: {run.status.get(k)}\n{v}" for k, v in run.logs.items())
+    exp = api.get(V2, "experiments", NS, f"reviews-{SHORT}")
     assert exp["spec"]["service"] == {"name": "reviews", "baseline": "reviews", "candidates": [f"reviews-{SHORT}"]}
     assert exp["metadata"]["labels"]["iter8-tekton.dev/run"] == RUN
-    candidate = deployments(cluster)[f"reviews-{SHORT}"]
-    assert candidate["spec"]["template"]["spec"]["containers"][0]["image"] == f"registry.example.com/bookinfo/reviews@{DIGEST}"
+    assert exp["status"]["message"] == "ExperimentCompleted: Traffic To Winner"
+    candidate = deployments(api)[f"reviews-{SHORT}"]
+    assert candidate["spec"]["template"]["spec"]["containers"][0]["image"] == f"registry.example.com/bookinfo/reviews@sha256:{'c0' * 32}"
     assert run.results["wait-completion"]["outcome"] == "promoted"
-    assert set(deployments(cluster)) == {f"reviews-{SHORT}"}, "cleanup deletes the old version"
-    assert deployments(cluster)[f"reviews-{SHORT}"]["metadata"]["labels"]["iter8-tekton.dev/stable"] == "true"
+    assert set(deployments(api)) == {f"reviews-{SHORT}"}, "cleanup deletes the old version"
+    assert deployments(api)[f"reviews-{SHORT}"]["metadata"]["labels"]["iter8-tekton.dev/stable"] == "true"
+    assert api.get("v1", "configmaps", NS, f"reviews-settings-{SHORT}"), "the candidate's own ConfigMap"
     assert "stopping: experiment" in run.logs["generate-load"]
+    assert app.count > 0, "load reached the app"
+    # iter8's own routing rules, now stable with all traffic on the winner.
+    vs = api.get("networking.istio.io/v1alpha3", "virtualservices", NS, f"reviews.{NS}.svc.cluster.local.iter8router")
+    assert [d["weight"] for d in vs["spec"]["http"][0]["route"]] == [0, 100]
+    # The shared Service was never applied; the run is labelled with its service.
+    assert not [r for r in api.calls("patch", "services")]
+    assert api.get("tekton.dev/v1", "pipelineruns", NS, RUN)["metadata"]["labels"]["iter8-tekton.dev/service"] == "reviews"
 
 
-def test_rollback_fails_the_run_and_still_removes_the_candidate(cluster, tmp_path):
-    run = Run(cluster, tmp_path, iter8_says(winner_is_candidate=False))
-    assert run.run() == "Failed"
+def test_rollback_fails_the_run_and_still_removes_the_candidate(cluster, tmp_path, app):
+    api, start = cluster
+    start(judge=lambda exp: "baseline")
+    run = rollout(api, tmp_path, app)
+    assert run.execute() == "Failed"
     assert run.status["wait-completion"] == "Failed" and run.status["cleanup"] == "Succeeded", run.logs.get("cleanup")
     assert run.results["wait-completion"]["outcome"] == "rolled-back"
-    assert set(deployments(cluster)) == {"reviews"}
-    assert deployments(cluster)["reviews"]["metadata"]["labels"]["iter8-tekton.dev/stable"] == "true"
+    assert set(deployments(api)) == {"reviews"}
+    assert deployments(api)["reviews"]["metadata"]["labels"]["iter8-tekton.dev/stable"] == "true"
+    assert not api.get("v1", "configmaps", NS, f"reviews-settings-{SHORT}"), "the loser's ConfigMap goes with it"
 
 
-def test_failed_deploy_rolls_the_experiment_back_and_releases_the_lock(cluster, tmp_path):
-    run = Run(cluster, tmp_path, iter8_says(winner_is_candidate=True))
-    run.params["deployment"] = "ratings"  # the rendered Deployment will not be the experiment's candidate
-    assert run.run() == "Failed"
+def test_a_candidate_ready_after_30_seconds_is_promoted(cluster, tmp_path, app):
+    """iter8 1.0.1 waits 15 s for a new candidate (targets/helpers.go waitForState), then
+    pauses for good; deploy waits until the candidate is available and resumes it
+    (manualOverride resume: experiment_controller.go proceed). Real iter8 timings."""
+    api, start = cluster
+    iter8 = start(judge=lambda exp: "candidate", window=15.0, poll=3.0, ready_after={f"reviews-{SHORT}": 30.0})
+    run = rollout(api, tmp_path, app)
+    started = time.monotonic()
+    assert run.execute() == "Succeeded", run.logs
+    assert time.monotonic() - started > 30
+    assert "TargetsError: Candidate Not Ready" in run.logs["deploy"] or "Not Ready" in run.logs["deploy"], run.logs["deploy"]
+    assert "resuming it (1/3)" in run.logs["deploy"]
+    assert run.results["wait-completion"]["outcome"] == "promoted"
+    assert iter8.errors == []
+
+
+def test_an_analytics_outage_ends_the_run_within_seconds_of_the_pause(cluster, tmp_path, app):
+    """An analytics error pauses iter8 1.0.1 for good (status.go MarkAnalyticsServiceError,
+    proceed()); wait-completion reports it at once, with iter8's message."""
+    api, start = cluster
+    iter8 = start(judge=lambda exp: None)
+    iter8.analytics_error = "Post \"http://iter8-analytics:8080/assessment\": connection refused"
+    run = rollout(api, tmp_path, app)
+    assert run.execute() == "Failed"
+    assert run.results["wait-completion"]["outcome"] == "paused"
+    assert "AnalyticsServiceError: Post" in run.results["wait-completion"]["summary"]
+    assert set(deployments(api)) == {"reviews"}, "cleanup rolled it back and removed the candidate"
+    exp = api.get(V2, "experiments", NS, f"reviews-{SHORT}")
+    assert exp["status"]["message"] == "ExperimentCompleted: Traffic User Specified (Abort)"
+
+
+def test_a_bad_settings_file_fails_before_the_build(cluster, tmp_path, app):
+    api, start = cluster
+    start()
+    run = rollout(api, tmp_path, app, **{"load-url": "http://evil.example.com/", "load-rate": "5000"})
+    assert run.execute() == "Failed"
+    assert run.status["read-settings"] == "Failed" and "build" not in run.status and "cleanup" not in run.status
+    assert "nor on the install's load-hosts allowlist" in run.logs["read-settings"]
+    assert "load.rate: 5000 is greater than the maximum of 100" in run.logs["read-settings"]
+    assert api.calls("create", "experiments") == [] and set(deployments(api)) == {"reviews"}
+
+
+def test_a_failed_deploy_rolls_the_experiment_back_and_releases_the_lock(cluster, tmp_path, app):
+    api, start = cluster
+    start()
+    run = rollout(api, tmp_path, app)
+    api.inject("patch", "deployments", status=403, times=None, user="canary-deploy")  # the apply is refused
+    assert run.execute() == "Failed"
+    api.clear_faults()
     assert run.status["deploy"] == "Failed"
     assert "generate-load" not in run.status and "wait-completion" not in run.status
     assert run.status["cleanup"] == "Succeeded", run.logs["cleanup"]
-    exp = cluster.get(V2, "experiments", NS, f"ratings-{SHORT}")
+    exp = api.get(V2, "experiments", NS, f"reviews-{SHORT}")
     assert exp["spec"]["manualOverride"]["action"] == "terminate", "the unfinished experiment goes back to the baseline"
-    assert set(deployments(cluster)) == {"reviews"}
-    assert cluster.get("coordination.k8s.io/v1", "leases", NS, "canary-rollout-reviews")["spec"].get("holderIdentity") is None
+    assert api.get("coordination.k8s.io/v1", "leases", NS, "canary-rollout-reviews")["spec"].get("holderIdentity") is None
 
 
-def test_the_lock_is_held_during_the_run_and_released_at_the_end(cluster, tmp_path):
-    run = Run(cluster, tmp_path, iter8_says(winner_is_candidate=True))
-    assert run.run() == "Succeeded", run.logs
-    lease = cluster.get("coordination.k8s.io/v1", "leases", NS, "canary-rollout-reviews")
-    assert lease["spec"].get("holderIdentity") is None
-    assert f"{RUN} holds the rollout lock of reviews" in run.logs["acquire-lock"]
-    assert "commit status reporting is off" in run.logs["acquire-lock"]
+def test_two_services_roll_out_at_once_without_touching_each_other(cluster, tmp_path, app):
+    """One install, two apps each configured by its own .iter8-tekton.yaml, concurrently."""
+    api, start = cluster
+    api.put("services", service("ratings", {"app": "ratings"}))
+    ratings = deployment("ratings", "v1")
+    for labels in (ratings["metadata"]["labels"], ratings["spec"]["selector"]["matchLabels"], ratings["spec"]["template"]["metadata"]["labels"]):
+        labels["app"] = "ratings"
+    api.put("deployments", ratings)
+    start(judge=lambda exp: "candidate" if exp["spec"]["service"]["name"] == "reviews" else "baseline")
+    runs = [rollout(api, tmp_path, app, name="run-reviews", short="1111111"),
+            rollout(api, tmp_path, app, name="run-ratings", short="2222222", app_dir="ratings")]
+    outcomes = {}
+    threads = [threading.Thread(target=lambda r=r: outcomes.__setitem__(r.name, r.execute())) for r in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == {"run-reviews": "Succeeded", "run-ratings": "Failed"}, {r.name: r.logs for r in runs}
+    assert set(deployments(api)) == {"reviews-1111111", "ratings"}
+    leases = {k[4] for k in api.objects if k[2] == "leases"}
+    assert leases == {"canary-rollout-reviews", "canary-rollout-ratings"}
+    assert api.get(V2, "experiments", NS, "reviews-1111111")["metadata"]["labels"]["iter8-tekton.dev/run"] == "run-reviews"
+    assert api.get(V2, "experiments", NS, "ratings-2222222")["metadata"]["labels"]["iter8-tekton.dev/run"] == "run-ratings"
+    for run in runs:  # neither waited for the other's lock
+        assert "waiting:" not in run.logs["acquire-lock"]
+    deleted = {(r.user, r.name) for r in api.calls("delete", "deployments")}
+    assert deleted == {("canary-cleanup", "reviews"), ("canary-cleanup", "ratings-2222222")}
+
+
+def test_old_runs_of_a_service_are_pruned_and_others_kept(cluster, tmp_path, app):
+    api, start = cluster
+    start()
+    for i in range(6):  # finished runs: 6 of reviews, 2 of ratings
+        for svc in ("reviews",) + (("ratings",) if i < 2 else ()):
+            api.put("pipelineruns", {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
+                                     "metadata": {"name": f"old-{svc}-{i}", "namespace": NS,
+                                                  "labels": {"iter8-tekton.dev/service": svc}},
+                                     "status": {"completionTime": f"2026-11-0{i + 1}T00:00:00Z",
+                                                "conditions": [{"type": "Succeeded", "status": "True"}]}})
+    api.put("pipelineruns", {"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",  # still running: never pruned
+                             "metadata": {"name": "running-reviews", "namespace": NS, "labels": {"iter8-tekton.dev/service": "reviews"}},
+                             "status": {"conditions": [{"type": "Succeeded", "status": "Unknown"}]}})
+    run = rollout(api, tmp_path, app, **{"keep-runs": "3"})
+    assert run.execute() == "Succeeded", run.logs
+    left = {k[4] for k in api.objects if k[2] == "pipelineruns"}
+    assert left == {RUN, "running-reviews", "old-reviews-5", "old-reviews-4", "old-ratings-0", "old-ratings-1"}

@@ -1,110 +1,206 @@
-"""The pipeline's Role grants exactly the API calls its steps make, nothing wider.
+"""Each Task's ServiceAccount is granted exactly the API calls its steps make, nothing wider.
 
-The calls are recorded from runs of every step against the fake API server, through the
-paths that make the most calls (Istio routing present, a 410 re-list, a reused
-experiment). kubectl's server-side apply in the deploy Task cannot run here; its needs
-are declared below.
+The calls are recorded, per ServiceAccount (each has its own token, so the fake API
+server's log names the caller), from whole pipeline runs through the bundle's YAML and
+from the step paths that a run rarely takes: a watch answered 410 (a re-list), iter8
+pausing over a slow candidate (a resume), an analytics outage (a rollback), a superseded
+run, a candidate with a Secret, old runs to prune. Server-side apply is authorized as
+`patch`, and also as `create` when the object is new (Kubernetes docs, API concepts,
+"Patch and apply"); the fake API logs both.
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 
 import pytest
 
-from cluster import (NS, V2, FakeIter8, configmap, deployment, destination_rule, experiment_v2, pipeline_run, service,
-                     v2_completed, v2_running, virtual_service)
-from conftest import wait_for
+from cluster import (NS, V2, destination_rule, deployment, experiment_v2, pipeline_run, prerequisites, service, v2_completed,
+                     virtual_service)
+from conftest import APPS, need, need_tool, wait_for
+from crdschema import crds_dir
+from fakecontrollers import Deployments, Iter8
+from pipelinerun import PipelineRun
 from tekton import bundle, by_kind
+from test_load import App
 
-B, C = "reviews-v1", "reviews-3f2a1bc"
-# deploy: `kubectl apply --server-side` patches each rendered object, creating the missing
-# ones, for the kinds the app's kustomize config renders (tests/apps/reviews).
-KUBECTL_APPLY = {(group, resource, verb) for group, resource in (("apps", "deployments"), ("", "services"), ("", "configmaps"))
-                 for verb in ("create", "patch")}
-
-
-def record(api) -> set[tuple[str, str, str]]:
-    return {(r.group, r.plural, r.verb) for r in api.requests}
-
-
-def routing(api):
-    api.put("virtualservices", virtual_service({"baseline": 100, "candidate": 0}))
-    api.put("destinationrules", destination_rule({"baseline": "v1", "candidate": "3f2a1bc"}))
+ACCOUNTS = {"read-settings": "canary-settings", "doctor": "canary-doctor", "acquire-lock": "canary-lock",
+            "create-experiment": "canary-experiment", "deploy": "canary-deploy", "generate-load": "canary-load",
+            "wait-completion": "canary-wait", "cleanup": "canary-cleanup"}
+NO_API = ("canary-fetch", "canary-build")  # the clone and the build: no rights, no token
+# Granted to every authenticated user by Tekton Pipelines itself (config/200-role.yaml
+# tekton-pipelines-info), not by this bundle.
+TEKTON_INFO = ("", "configmaps", "get", "tekton-pipelines", "pipelines-info")
 
 
-@pytest.fixture
-def calls(fake_api, step, tmp_path, monkeypatch):
-    """Run every step once through its widest path; return the calls made."""
-    api = fake_api
-    monkeypatch.setenv("GITHUB_TOKEN", "t")  # commit_status reads the run's experiments
-    api.put("services", service())
-    api.put("deployments", deployment(B, "v1", labels={"iter8-tekton.dev/version": "v1"}))
-    api.put("configmaps", configmap("reviews-v1-settings", {"iter8-tekton.dev/version": "v1"}))
-    routing(api)
-    assert step("create_experiment", "--namespace", NS, "--service", "reviews", "--candidate", C, "--run", "r1").code == 0
-    assert step("create_experiment", "--namespace", NS, "--service", "reviews", "--candidate", C, "--run", "r1").code == 0
-    api.put("deployments", deployment(C, "3f2a1bc", labels={"iter8-tekton.dev/version": "3f2a1bc"}))
-    api.put("configmaps", configmap("other", {}))
-    api.compact()
-    api.inject("watch", "experiments", action="cut", times=1)
+def app_with_a_secret(tmp_path):
+    app = tmp_path / "app"
+    shutil.copytree(APPS / "reviews", app)
+    (app / "kustomize" / "secret.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: reviews-credentials}\nstringData: {token: x}\n")
+    kustomization = app / "kustomize" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text() + "  - secret.yaml\n")
+    return app
 
-    def finish():
-        wait_for(lambda: len(api.calls("watch")) >= 3)
-        api.patch_status(V2, "experiments", NS, C, v2_completed(B, C, "Traffic To Winner", C, (0, 100)))
 
-    threading.Thread(target=finish, daemon=True).start()
-    result = step("wait_completion", "--namespace", NS, "--experiment", C, "--results-dir", str(tmp_path))
-    assert result.code == 0, result.err
-    api.put("virtualservices", virtual_service({"baseline": 0, "candidate": 100}))
-    assert step("cleanup", "--namespace", NS, "--experiment", C).code == 0
-    # The lock: taken, superseded by a second run (rolling back run r1's unfinished
-    # experiment), released; the end of a run: cleanup by run label with a rollback.
-    iter8 = FakeIter8(api)
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory):
+    """(account, group, resource, verb, namespace, name) of every call, over all the scenarios."""
+    from fakeapi import FakeApi
+
+    need_tool("kubectl")
+    need_tool("hey")
+    need(crds_dir(), "the upstream CRDs")
+    tmp = tmp_path_factory.mktemp("rbac")
+    api = FakeApi().start()
+    web = App()
     try:
-        api.put("pipelineruns", pipeline_run("r1"))
-        api.put("deployments", deployment("reviews-1111111", "1111111"))
-        unfinished = experiment_v2("reviews-1111111", C, "reviews-1111111", v2_running(C, "reviews-1111111", 2, 20))
-        unfinished["metadata"]["labels"] = {"iter8-tekton.dev/run": "r1"}
-        api.put("experiments", unfinished)
-        assert step("lock", "acquire", "--namespace", NS, "--service", "reviews", "--run", "r1").code == 0
-        result = step("lock", "acquire", "--namespace", NS, "--service", "reviews", "--run", "r2", "--policy", "supersede")
-        assert result.code == 0, result.err
-        assert step("lock", "release", "--namespace", NS, "--service", "reviews", "--run", "r2").code == 0
-        api.put("deployments", deployment("reviews-2222222", "2222222"))
-        running = experiment_v2("reviews-2222222", C, "reviews-2222222", v2_running(C, "reviews-2222222", 2, 20))
-        running["metadata"]["labels"] = {"iter8-tekton.dev/run": "r2"}
+        api.custom_resource_schemas = True
+        prerequisites(api, {"image-registry": "registry.example.com/bookinfo", "default-load-url": web.url, "load-hosts": "127.0.0.1"})
+        api.put("services", service())
+        api.put("deployments", deployment("reviews", "v1"))
+        for i in range(3):  # finished runs of the service, for prune
+            old = pipeline_run(f"old-{i}", "True")
+            old["metadata"]["labels"] = {"iter8-tekton.dev/service": "reviews"}
+            api.put("pipelineruns", old)
+        objects = bundle()
+        # A: promotion. iter8 pauses over the slow candidate (deploy resumes it); every
+        # first watch is answered 410 (the watchers list again).
+        for account, resource in (("canary-deploy", "deployments"), ("canary-deploy", "experiments"),
+                                  ("canary-load", "experiments"), ("canary-wait", "experiments")):
+            api.inject("watch", resource, action="gone", times=1, user=account)
+        controllers = [Deployments(api, ready_after={"reviews-1111111": 1.5}), Iter8(api, window=0.5, poll=0.1)]
+        run = PipelineRun(objects, api, tmp, name="run-a", app=app_with_a_secret(tmp), short="1111111", namespace=NS,
+                          params={"keep-runs": "2", "load-url": web.url})
+        assert run.execute() == "Succeeded", run.logs
+        assert "resuming it" in run.logs["deploy"]
+        # B: an analytics outage: wait-completion ends it, cleanup rolls it back.
+        controllers[1].analytics_error = "analytics is down"
+        run = PipelineRun(objects, api, tmp, name="run-b", app=app_with_a_secret(tmp / "b"), short="2222222", namespace=NS,
+                          params={"load-url": web.url})
+        assert run.execute() == "Failed" and run.status["cleanup"] == "Succeeded", run.logs
+        for controller in controllers:
+            controller.stop()
+            assert controller.errors == []
+        # C: wait-completion resumes an experiment iter8 paused over its targets.
+        paused = experiment_v2("reviews-3333333", "reviews-1111111", "reviews-3333333", {
+            "phase": "Pause", "conditions": [{"type": "TargetsProvided", "status": "False", "reason": "TargetsError",
+                                              "message": "Candidate Not Ready"}]})
+        api.custom_resource_schemas = False
+        api.put("experiments", paused)
+        kubeconfig = api.write_kubeconfig(tmp / "kubeconfig-wait", token="canary-wait")
+
+        def finish():
+            wait_for(lambda: api.get(V2, "experiments", NS, "reviews-3333333")["spec"].get("manualOverride"))
+            api.patch_status(V2, "experiments", NS, "reviews-3333333",
+                             v2_completed("reviews-1111111", "reviews-3333333", "Traffic To Winner", "reviews-1111111", (100, 0)))
+
+        threading.Thread(target=finish, daemon=True).start()
+        proc = run_step("wait_completion", kubeconfig, "--namespace", NS, "--experiment", "reviews-3333333", "--timeout", "20")
+        assert "resuming it (1/3)" in proc.stdout, proc.stdout + proc.stderr
+        # D: a second run supersedes a running one (the same calls as cleanup's, as canary-lock).
+        api.put("pipelineruns", pipeline_run("run-d1"))
+        version = {"iter8-tekton.dev/version": "4444444"}
+        api.put("deployments", deployment("reviews-4444444", "4444444", labels=version))
+        api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "reviews-settings-4444444", "namespace": NS, "labels": version}})
+        api.put("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "reviews-credentials-4444444", "namespace": NS, "labels": version}})
+        running = experiment_v2("reviews-4444444", "reviews-1111111", "reviews-4444444")
+        running["metadata"]["labels"] = {"iter8-tekton.dev/run": "run-d1"}
         api.put("experiments", running)
-        result = step("cleanup", "--namespace", NS, "--run", "r2", "--roll-back-unfinished", "30")
-        assert result.code == 0, result.err
+        lock = api.write_kubeconfig(tmp / "kubeconfig-lock", token="canary-lock")
+        assert run_step("lock", lock, "acquire", "--namespace", NS, "--service", "reviews", "--run", "run-d1").returncode == 0
+        api.put("pipelineruns", pipeline_run("run-d2"))
+        from cluster import FakeIter8
+
+        rollback = FakeIter8(api)
+        try:
+            proc = run_step("lock", lock, "acquire", "--namespace", NS, "--service", "reviews", "--run", "run-d2", "--policy", "supersede")
+            assert proc.returncode == 0, proc.stderr
+        finally:
+            rollback.stop()
+        # E: create-experiment for a service Istio already routes, retried (the experiment is reused).
+        api.put("services", service("ratings", {"app": "ratings"}))
+        ratings = deployment("ratings", "v1")
+        ratings["spec"]["template"]["metadata"]["labels"]["app"] = "ratings"
+        api.put("deployments", ratings)
+        api.put("virtualservices", virtual_service({"stable": 100}, host="ratings"))
+        api.put("destinationrules", destination_rule({"stable": "v1"}, host="ratings"))
+        create = api.write_kubeconfig(tmp / "kubeconfig-create", token="canary-experiment")
+        for _ in range(2):
+            proc = run_step("create_experiment", create, "--namespace", NS, "--service", "ratings", "--candidate", "ratings-5555555", "--run", "run-e")
+            assert proc.returncode == 0, proc.stderr
+        return {(r.user, r.group, r.plural, r.verb, r.namespace, r.name) for r in api.requests}
     finally:
-        iter8.stop()
-    assert step("commit_status", "--repo-url", "https://github.com/example/reviews", "--commit", "0" * 40, "--namespace", NS,
-                "--run", "r2", "--phase", "end", "--api-url", "http://127.0.0.1:9").code == 0
-    return record(api)
+        web.server.shutdown()
+        api.stop()
 
 
-def test_load_needs_only_to_read_experiments(fake_api, start_step, tmp_path):
-    fake_api.put("experiments", experiment_v2(C, B, C, v2_running(B, C, 1, 20)))
-    proc = start_step("load", "--url", "http://127.0.0.1:9/", "--namespace", NS, "--experiment", C, "--max-duration", "2", "--hey", "true")
-    wait_for(lambda: fake_api.calls("watch"))
-    proc.communicate(timeout=30)
-    assert record(fake_api) <= {("iter8.tools", "experiments", v) for v in ("get", "list", "watch")}
+def run_step(name, kubeconfig, *args):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBE_RETRY_BASE_SECONDS": "0.001"}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    return subprocess.run([sys.executable, "-m", f"steps.{name}", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
 
 
-def role_rules() -> set[tuple[str, str, str]]:
-    role = by_kind(bundle(), "Role")["canary-pipeline"]
-    granted = set()
-    for rule in role["rules"]:
+def granted(rules: list[dict]) -> set[tuple[str, str, str]]:
+    out = set()
+    for rule in rules:
         for value in rule.get("apiGroups", []) + rule.get("resources", []) + rule.get("verbs", []):
             assert value != "*", f"wildcard in {rule}"
-        assert not rule.get("nonResourceURLs") and not rule.get("resourceNames")
-        granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-    return granted
+        assert not rule.get("nonResourceURLs")
+        out |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    return out
 
 
-def test_role_allows_exactly_what_the_steps_use(calls):
-    needed = calls | KUBECTL_APPLY
-    granted = role_rules()
-    assert needed - granted == set(), "the Role lacks these"
-    assert granted - needed == set(), "the Role grants more than the steps use"
+@pytest.mark.parametrize("task", sorted(ACCOUNTS))
+def test_each_task_is_granted_exactly_the_calls_it_makes(calls, task):
+    account = ACCOUNTS[task]
+    objects = bundle()
+    role = by_kind(objects, "Role")[account]
+    used = {(g, r, v) for user, g, r, v, ns, _ in calls if user == account and ns == NS}
+    assert used, f"{task} made no calls in the scenarios"
+    rules = granted(role["rules"])
+    assert used - rules == set(), f"the {account} Role lacks these"
+    assert rules - used == set(), f"the {account} Role grants more than {task} uses"
+    for rule in role["rules"]:  # a rule limited to names is used only with those names
+        if rule.get("resourceNames"):
+            names = {n for user, g, r, v, ns, n in calls if user == account and r in rule["resources"]}
+            assert names <= set(rule["resourceNames"]), names
+
+
+def test_doctor_reads_only_what_its_cluster_role_names(calls):
+    """doctor's calls outside the app's namespace: the iter8 CRD, iter8's Deployments and
+    metrics ConfigMap (the ClusterRole iter8-tekton-doctor), Tekton's version (Tekton's own RBAC)."""
+    cluster_role = by_kind(bundle(), "ClusterRole")["iter8-tekton-doctor"]
+    used = {(g, r, v, ns, n) for user, g, r, v, ns, n in calls if user == "canary-doctor" and ns != NS}
+    allowed = {(g, r, v, n) for rule in cluster_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"] for n in rule["resourceNames"]}
+    assert {(g, r, v, n) for g, r, v, ns, n in used if (g, r, v, ns, n) != TEKTON_INFO} == allowed
+    assert TEKTON_INFO in used
+
+
+def test_the_clone_and_the_build_have_no_api_access_and_no_token(calls):
+    objects = bundle()
+    for account in NO_API:
+        sa = by_kind(objects, "ServiceAccount")[account]
+        assert sa["automountServiceAccountToken"] is False
+        assert not [b for b in by_kind(objects, "RoleBinding").values() if any(s["name"] == account for s in b["subjects"])]
+        assert not [c for c in calls if c[0] == account]
+    run = __import__("yaml").safe_load((APPS.parent.parent / "tasks" / "samples" / "canary-rollout-run.yaml").read_text())
+    assert run["spec"]["taskRunTemplate"]["serviceAccountName"] == "canary-fetch"
+    specs = {s["pipelineTaskName"]: s["serviceAccountName"] for s in run["spec"]["taskRunSpecs"]}
+    assert specs == {**ACCOUNTS, "build": "canary-build"}
+
+
+def test_every_account_has_its_role_bound(calls):
+    objects = bundle()
+    bindings = by_kind(objects, "RoleBinding")
+    for account in ACCOUNTS.values():
+        assert bindings[account]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account}
+        assert bindings[account]["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NS}]

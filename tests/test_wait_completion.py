@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import pytest
 
 from cluster import NS, V1, V2, experiment_v1, experiment_v2, v1_2019, v1_completed, v2_completed, v2_running
@@ -117,3 +120,34 @@ def test_api_down_exits_4(fake_api, step, tmp_path):
     result = step("wait_completion", *wait_args(tmp_path))
     assert result.code == 4 and "failed 6 times, last: 503" in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fault", ["hold", "chatter"])
+def test_timeout_is_a_hard_deadline_when_the_server_never_ends_the_watch(fake_api, start_step, tmp_path, fault):
+    """The server (or a proxy) ignores timeoutSeconds: silent, or sending bookmarks forever.
+    kube.watch shuts the stream at the deadline itself (urllib3 HTTPResponse.shutdown)."""
+    fake_api.put("experiments", experiment_v2(C, B, C, v2_running(B, C, 1, 20)))
+    fake_api.inject("watch", "experiments", action=fault, times=None)
+    started = time.monotonic()
+    proc = start_step("wait_completion", *wait_args(tmp_path, "--timeout", "1.5"))
+    out, err = proc.communicate(timeout=30)
+    took = time.monotonic() - started
+    assert proc.returncode == 3, err
+    assert "did not complete within 1.5s" in err
+    assert took < 1.5 + 3, f"took {took:.1f}s"  # python start-up included
+    assert results(tmp_path)["outcome"] == "timed-out" and (tmp_path / "stop").exists()
+
+
+def test_sigterm_writes_results_touches_the_stop_file_and_exits_fast(fake_api, start_step, tmp_path):
+    """Tekton deletes the pod of a timed-out or cancelled TaskRun; the entrypoint forwards
+    SIGTERM to the step (tektoncd/pipeline v1.15.0 cmd/entrypoint/runner.go, realRunner.Run)."""
+    fake_api.put("experiments", experiment_v2(C, B, C, v2_running(B, C, 1, 20)))
+    proc = start_step("wait_completion", *wait_args(tmp_path))
+    wait_for(watching(fake_api), what="the watch")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - started < 2
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("error: stopped by SIGTERM")
+    assert results(tmp_path)["outcome"] == "timed-out" and (tmp_path / "stop").exists()

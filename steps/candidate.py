@@ -1,0 +1,160 @@
+"""What the pipeline may deploy for a candidate, checked before anything is applied.
+
+The app's kustomize folder comes from the pushed commit, so anyone who can push controls
+it. What it renders is accepted only if it is the candidate's own objects: exactly one
+Deployment named `<deployment>-<version>`, plus ConfigMaps and Secrets named with the
+`-<version>` suffix, all in the run's namespace, and a pod spec that meets the Pod Security
+"baseline" level. The app's shared Service may be in the output; it is never applied.
+Every violation is one line; `check()` returns them all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# The kinds deploy applies (and its Role grants: tasks/rbac.yaml); cleanup deletes them by
+# the version label. To deploy another kind with each candidate, add it here, to the
+# deploy Role and to cleanup's VERSIONED_KINDS.
+APPLIED_KINDS = {"Deployment": ("apps", "v1", "deployments"), "ConfigMap": ("", "v1", "configmaps"), "Secret": ("", "v1", "secrets")}
+
+# Cluster-scoped kinds an app's kustomize output might hold (none may be deployed).
+CLUSTER_SCOPED = {
+    "Namespace", "Node", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+    "StorageClass", "PriorityClass", "RuntimeClass", "IngressClass", "APIService", "CSIDriver", "CSINode",
+    "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "CertificateSigningRequest", "VolumeAttachment", "ClusterIssuer",
+}
+
+# k8s.io/pod-security-admission v0.32 policy/: the "baseline" level.
+BASELINE_CAPABILITIES = {  # check_capabilities_baseline.go capabilities_allowed_1_0
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "SETFCAP",
+    "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+}
+SAFE_SYSCTLS = {  # check_sysctls.go sysctlsAllowedV1Dot32
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start", "net.ipv4.ip_local_reserved_ports", "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+}
+SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}  # check_seLinuxOptions.go
+
+
+@dataclass
+class Candidate:
+    deployment: dict | None = None
+    applied: list[dict] = field(default_factory=list)  # Deployment last: its config exists before its pods start
+    shared: list[str] = field(default_factory=list)  # left alone, e.g. "Service reviews"
+    violations: list[str] = field(default_factory=list)
+
+
+def _name(obj: dict) -> str:
+    return (obj.get("metadata") or {}).get("name") or "(no name)"
+
+
+def check(objects: list[dict], *, deployment: str, version: str, namespace: str, service: str) -> Candidate:
+    """Sort the rendered objects into what deploy applies and what it leaves; list violations."""
+    result = Candidate()
+    expected = f"{deployment}-{version}"
+    for obj in objects:
+        kind, name = obj.get("kind", "?"), _name(obj)
+        where = f"{kind} {name}"
+        ns = (obj.get("metadata") or {}).get("namespace")
+        if ns and ns != namespace:
+            result.violations.append(f"{where} is in namespace {ns}: the candidate may only use the run's namespace {namespace}")
+            continue
+        if kind in CLUSTER_SCOPED:
+            result.violations.append(f"{where} is cluster-scoped: a candidate may not create cluster-wide objects")
+            continue
+        if kind == "Service":
+            if name == service:
+                result.shared.append(where)  # the Service both versions serve: never applied
+            else:
+                result.violations.append(f"{where}: a candidate may not create or change Services (only the shared Service {service} may be in the output, and it is not applied)")
+            continue
+        if kind not in APPLIED_KINDS:
+            result.violations.append(
+                f"{where}: kind {kind} is not deployed with a candidate (only {', '.join(APPLIED_KINDS)}); remove it from the "
+                "kustomize output and deploy it yourself, or extend APPLIED_KINDS in steps/candidate.py and the deploy Role"
+            )
+            continue
+        if kind == "Deployment":
+            if name != expected:
+                result.violations.append(
+                    f"{where}: the only Deployment a candidate may have is {expected} (the base name {deployment} plus the version); "
+                    "a second Deployment could replace the serving version"
+                )
+                continue
+            result.deployment = obj
+            result.violations += [f"{where}: {problem}" for problem in pod_security_baseline(obj)]
+        elif not versioned(name, version):
+            result.violations.append(
+                f"{where} is not named with the version suffix -{version}: a candidate may only create its own objects "
+                f"(name it e.g. {name}-VERSION, or deploy shared objects yourself and leave them out of the kustomize folder)"
+            )
+            continue
+        result.applied.append(obj)
+    if result.deployment is None and not any(v.startswith("Deployment ") for v in result.violations):
+        result.violations.append(f"no Deployment {expected} in the kustomize output; the config must define the app's Deployment")
+    result.applied.sort(key=lambda o: o.get("kind") == "Deployment")
+    return result
+
+
+def _containers(pod: dict):
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for container in pod.get(key) or []:
+            yield container.get("name", "?"), container
+
+
+def pod_security_baseline(deployment: dict) -> list[str]:
+    """The Pod Security Standards "baseline" checks (k8s.io/pod-security-admission v0.32
+    policy/check_*.go) on the Deployment's pod template; one message per violation."""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    pod = template.get("spec") or {}
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    problems = []
+    for key in ("hostNetwork", "hostPID", "hostIPC"):  # check_hostNamespaces.go
+        if pod.get(key):
+            problems.append(f"{key}: true is not allowed (Pod Security baseline: host namespaces)")
+    for volume in pod.get("volumes") or []:  # check_hostPathVolumes.go
+        if "hostPath" in volume:
+            problems.append(f"volume {volume.get('name')} is a hostPath volume (Pod Security baseline)")
+    pod_context = pod.get("securityContext") or {}
+    contexts = [("the pod", pod_context)] + [(f"container {n}", c.get("securityContext") or {}) for n, c in _containers(pod)]
+    for name, container in _containers(pod):
+        context = container.get("securityContext") or {}
+        if context.get("privileged"):  # check_privileged.go
+            problems.append(f"container {name} is privileged (Pod Security baseline)")
+        added = set((context.get("capabilities") or {}).get("add") or []) - BASELINE_CAPABILITIES
+        if added:  # check_capabilities_baseline.go
+            problems.append(f"container {name} adds capabilities {', '.join(sorted(added))} (Pod Security baseline allows only the default set)")
+        if context.get("procMount") not in (None, "Default"):  # check_procMount.go
+            problems.append(f"container {name} sets procMount {context['procMount']} (Pod Security baseline)")
+        ports = [p.get("hostPort") for p in container.get("ports") or [] if p.get("hostPort")]
+        if ports:  # check_hostPorts.go
+            problems.append(f"container {name} uses hostPort {', '.join(map(str, ports))} (Pod Security baseline)")
+    for who, context in contexts:
+        if (context.get("windowsOptions") or {}).get("hostProcess"):  # check_windowsHostProcess.go
+            problems.append(f"{who} sets windowsOptions.hostProcess (Pod Security baseline)")
+        if (context.get("seccompProfile") or {}).get("type") == "Unconfined":  # check_seccompProfile_baseline.go
+            problems.append(f"{who} sets seccompProfile Unconfined (Pod Security baseline)")
+        if (context.get("appArmorProfile") or {}).get("type") == "Unconfined":  # check_appArmorProfile.go
+            problems.append(f"{who} sets appArmorProfile Unconfined (Pod Security baseline)")
+        selinux = context.get("seLinuxOptions") or {}
+        if selinux.get("type", "") not in SELINUX_TYPES or selinux.get("user") or selinux.get("role"):  # check_seLinuxOptions.go
+            problems.append(f"{who} sets seLinuxOptions other than an allowed type (Pod Security baseline)")
+    for key, value in annotations.items():  # check_appArmorProfile.go (annotations)
+        if key.startswith("container.apparmor.security.beta.kubernetes.io/") and not (
+            value in ("", "runtime/default") or value.startswith("localhost/")
+        ):
+            problems.append(f"annotation {key}: {value} is not allowed (Pod Security baseline: AppArmor)")
+    unsafe = sorted({s.get("name") for s in pod_context.get("sysctls") or []} - SAFE_SYSCTLS)
+    if unsafe:  # check_sysctls.go
+        problems.append(f"sysctls {', '.join(unsafe)} are not allowed (Pod Security baseline)")
+    return problems
+
+
+def versioned(name: str, version: str) -> bool:
+    """Named for this version: `<name>-<version>`, or that plus the hash suffix kustomize's
+    generators add (`-<10 characters>`)."""
+    return re.search(rf"-{re.escape(version)}(-[a-z0-9]{{10}})?$", name) is not None

@@ -1,0 +1,302 @@
+"""Read and check a run's settings: the app's file, the run's params, the install's limits.
+
+    python -m steps.settings --namespace NS --checkout DIR --version SHORT_SHA
+        [--file .iter8-tekton.yaml] [--install-settings NAME | --install-settings-file FILE]
+        [--service SVC] [--deployment BASE] ... (any setting, to override the file)
+
+The app's repository holds its rollout settings (`.iter8-tekton.yaml`, kind
+RolloutSettings, schema: steps/schemas/rollout-settings.schema.json). Anyone who can push
+controls that file, so everything it says is checked against the install's own settings
+(the ConfigMap canary-rollout-settings in the run's namespace): names, paths that must stay
+inside the checkout, a load URL that must be cluster-internal or allowlisted, and caps on
+rates and durations. The namespace is always the run's own. A param given on the
+PipelineRun (non-empty) overrides the file. Then the candidate is rendered and checked
+(the same check deploy makes) and the experiment template is checked, so a bad commit
+fails here, before the build, with one `error:` line per problem. The resolved values are
+written as Tekton results for the later tasks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlsplit
+
+import jsonschema
+import yaml
+
+from . import iter8
+from .common import BadInput, Problems, add_results_dir, check_name, log, parser, run, write_results
+from .deploy import rendered_candidate
+from .kube import CONFIGMAPS, Kube
+
+FILE = ".iter8-tekton.yaml"
+INSTALL_SETTINGS = "canary-rollout-settings"
+DEFAULTS = {
+    "kustomize-dir": "kustomize", "experiment-template": "", "context": ".", "dockerfile": "Dockerfile",
+    "load": {"rate": 10, "concurrency": 2}, "timeouts": {"experiment": 3600, "rollout": 600},
+    "rollout-policy": "wait", "keep-runs": 5,
+}
+# (param, where in the file) for the settings a PipelineRun param may override.
+OVERRIDES = {
+    "service": ("service",), "deployment": ("deployment",), "kustomize-dir": ("kustomize-dir",),
+    "experiment-template": ("experiment-template",), "context": ("context",), "dockerfile": ("dockerfile",),
+    "load-url": ("load", "url"), "load-host": ("load", "host"), "load-rate": ("load", "rate"),
+    "load-concurrency": ("load", "concurrency"), "experiment-timeout": ("timeouts", "experiment"),
+    "rollout-timeout": ("timeouts", "rollout"), "rollout-policy": ("rollout-policy",), "keep-runs": ("keep-runs",),
+}
+def _number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+NUMBERS = {"load-rate": _number, "load-concurrency": int, "experiment-timeout": int, "rollout-timeout": int, "keep-runs": int}
+
+
+@dataclass
+class Install:
+    """The install's settings: defaults, allowlists and caps (the ConfigMap canary-rollout-settings)."""
+
+    image_registry: str = ""
+    insecure_registry: str = "false"
+    default_load_url: str = ""
+    default_load_host: str = ""
+    load_hosts: tuple[str, ...] = ()
+    max_load_rate: float = 100
+    max_load_concurrency: int = 16
+    max_experiment_timeout: int = 3600
+    max_rollout_timeout: int = 1800
+    max_keep_runs: int = 20
+    max_interval: int = 300
+    max_iterations: int = 100
+    dashboard_url: str = ""
+    github_api_url: str = "https://api.github.com"
+
+    @classmethod
+    def from_data(cls, data: dict[str, str]) -> "Install":
+        values = {}
+        for name, default in cls.__dataclass_fields__.items():
+            raw = (data.get(name.replace("_", "-")) or "").strip()
+            if not raw:
+                continue
+            kind = type(default.default)
+            try:
+                values[name] = tuple(h.strip() for h in raw.split(",") if h.strip()) if kind is tuple else kind(raw)
+            except ValueError:
+                raise BadInput(f"install setting {name.replace('_', '-')}={raw!r} is not a {kind.__name__}; fix the ConfigMap {INSTALL_SETTINGS}") from None
+        return cls(**values)
+
+
+def read_install(args) -> Install:
+    if args.install_settings_file:
+        return Install.from_data(_env_file(Path(args.install_settings_file)))
+    config = Kube().get(CONFIGMAPS, args.namespace, args.install_settings)
+    if config is None:
+        raise BadInput(f"ConfigMap {args.namespace}/{args.install_settings} does not exist; install the bundle (kubectl apply -k)")
+    return Install.from_data(config.get("data") or {})
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def inside(checkout: Path, relative: str, what: str) -> Path:
+    """`relative` resolved inside the checkout; a path, or a symlink, out of it is refused."""
+    if os.path.isabs(relative) or ".." in Path(relative).parts:
+        raise BadInput(f"{what} {relative!r} must be a path inside the repository (relative, without '..')")
+    target = (checkout / relative).resolve()
+    if not target.is_relative_to(checkout.resolve()):
+        raise BadInput(f"{what} {relative!r} leads outside the repository (through a symbolic link)")
+    return target
+
+
+def read_file(checkout: Path, relative: str) -> dict | None:
+    """The app's settings file, or None when the repository has none."""
+    path = inside(checkout, relative, "the settings file")
+    if not path.exists():
+        return None
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        raise BadInput(f"{relative} is not valid YAML{f' (line {mark.line + 1})' if mark else ''}; fix the file") from None
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise BadInput(f"{relative} must hold one YAML mapping, a RolloutSettings")
+    return docs[0]
+
+
+def schema(install: Install) -> dict:
+    """The file's JSON Schema, with the install's caps as maxima."""
+    loaded = json.loads(resources.files(__package__).joinpath("schemas/rollout-settings.schema.json").read_text())
+    props = loaded["properties"]
+    props["load"]["properties"]["rate"]["maximum"] = install.max_load_rate
+    props["load"]["properties"]["concurrency"]["maximum"] = install.max_load_concurrency
+    props["timeouts"]["properties"]["experiment"]["maximum"] = install.max_experiment_timeout
+    props["timeouts"]["properties"]["rollout"]["maximum"] = install.max_rollout_timeout
+    props["keep-runs"]["maximum"] = install.max_keep_runs
+    return loaded
+
+
+def schema_problems(document: dict, install: Install, source: str) -> list[str]:
+    """One line per way the document breaks the schema (with the install's caps)."""
+    loaded = schema(install)
+    paths, labels = loaded["$defs"]["relativePath"]["pattern"], loaded["$defs"]["dnsLabel"]["pattern"]
+    problems = []
+    for error in sorted(jsonschema.Draft202012Validator(loaded).iter_errors(document), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in error.absolute_path) or "(the file)"
+        if error.validator == "additionalProperties":
+            unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            hint = " (the namespace is always the PipelineRun's own)" if "namespace" in unknown else ""
+            problems.append(f"{source}: {where}: unknown field(s) {', '.join(unknown)}{hint}")
+        elif error.schema.get("pattern") == paths or error.validator == "anyOf" and where == "experiment-template":
+            problems.append(f"{source}: {where}: {error.instance!r} must be a path inside the repository (relative, without '..')")
+        elif error.schema.get("pattern") == labels:
+            problems.append(f"{source}: {where}: {error.instance!r} is not a DNS label (lowercase letters, digits and '-')")
+        else:
+            problems.append(f"{source}: {where}: {error.message}")
+    return problems
+
+
+def _set(document: dict, path: tuple[str, ...], value) -> None:
+    node = document
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+
+
+def is_cluster_internal(host: str) -> bool:
+    """A Service by its in-cluster name: `svc` (this namespace), `svc.ns.svc`, or
+    `svc.ns.svc.cluster.local`. `a.b` is not: it may resolve outside the cluster."""
+    parts = host.lower().split(".")
+    if len(parts) == 1:
+        return bool(parts[0]) and not parts[0].isdigit()
+    return parts[2:] in (["svc"], ["svc", "cluster", "local"]) and len(parts) in (3, 5)
+
+
+def load_url_problems(url: str, install: Install, source: str) -> list[str]:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    allowed = {h.lower() for h in install.load_hosts} | {(urlsplit(install.default_load_url).hostname or "").lower()} - {""}
+    try:
+        ipaddress.ip_address(host)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+    if parts.scheme not in ("http", "https") or not host:
+        return [f"{source}: load.url {url!r} is not an http(s) URL"]
+    if parts.username or parts.password:
+        return [f"{source}: load.url must not carry credentials"]
+    if host in allowed or (not is_ip and is_cluster_internal(host)):
+        return []
+    return [f"{source}: load.url host {host!r} is neither a cluster-internal Service name (name, name.ns.svc, "
+            f"name.ns.svc.cluster.local) nor on the install's load-hosts allowlist ({', '.join(sorted(allowed)) or 'empty'}); "
+            "the pipeline does not send load to other hosts"]
+
+
+def resolve(document: dict | None, overrides: dict[str, str], install: Install, namespace: str, source: str) -> dict:
+    """The settings: the file's, overridden by non-empty params, then defaults; checked."""
+    settings = json.loads(json.dumps(DEFAULTS))
+    settings.update({"apiVersion": "iter8-tekton.dev/v1alpha1", "kind": "RolloutSettings"})
+    problems = []
+    if document is not None:
+        problems += schema_problems(document, install, source)
+        for key, value in document.items():
+            if isinstance(value, dict) and isinstance(settings.get(key), dict):
+                settings[key].update(value)
+            else:
+                settings[key] = value
+    for param, path in OVERRIDES.items():
+        value = overrides.get(param) or ""
+        if value:
+            try:
+                _set(settings, path, NUMBERS[param](value) if param in NUMBERS else value)
+            except ValueError:
+                problems.append(f"param {param}: {value!r} is not a number")
+    if not settings.get("service"):
+        problems.append(f"no service: add {FILE} to the app's repository (see README, \"Add a service\"), or pass the service param")
+    settings.setdefault("deployment", settings.get("service"))
+    settings["load"].setdefault("url", install.default_load_url)
+    settings["load"].setdefault("host", install.default_load_host)
+    if not problems:
+        problems += schema_problems({k: v for k, v in settings.items() if v is not None}, install, "the resolved settings")
+    url = settings["load"]["url"]
+    if not url:
+        problems.append(f"no load URL: set load.url in {FILE}, or default-load-url in the install's settings")
+    elif isinstance(url, str):
+        problems += load_url_problems(url, install, source)
+    if not problems:
+        # iter8 1.0.1 puts these in label values, which may be 63 characters at most
+        # (pkg/controller/experiment/routing/router/istio/router.go, util/util.go).
+        router = f"{settings['service']}.{namespace}.svc.cluster.local"
+        if len(router) > 63:
+            problems.append(f"service {settings['service']!r} with namespace {namespace!r} is too long for iter8: its label "
+                            f"value {router!r} has {len(router)} characters (63 at most)")
+        experiment = f"{settings['deployment']}-0000000.{namespace}"
+        if len(experiment) > 63:
+            problems.append(f"deployment {settings['deployment']!r} with namespace {namespace!r} is too long for iter8: the "
+                            f"label value <deployment>-<short sha>.<namespace> has {len(experiment)} characters (63 at most)")
+    if problems:
+        raise Problems(problems, f"the rollout settings are not valid ({len(problems)} problem(s) above); nothing was built")
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser("settings", "Read and check a run's settings; render and check the candidate.")
+    p.add_argument("--namespace", required=True, help="the run's namespace (always the app's)")
+    p.add_argument("--checkout", required=True, type=Path, help="the app's repository, checked out")
+    p.add_argument("--version", required=True, help="the candidate's version (the short commit SHA)")
+    p.add_argument("--file", default=FILE, help="the settings file in the repository (default: %(default)s)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--install-settings", default=INSTALL_SETTINGS, help="the install's ConfigMap (default: %(default)s)")
+    which.add_argument("--install-settings-file", help="read the install's settings from a KEY=VALUE file instead")
+    p.add_argument("--image-repository", default="", help="where to push (default: the install's image-registry/<service>)")
+    for param in OVERRIDES:
+        p.add_argument(f"--{param}", default="", help=f"override the file's {'.'.join(OVERRIDES[param])}")
+    add_results_dir(p)
+    args = p.parse_args(argv)
+    namespace = check_name(args.namespace, "namespace")
+
+    install = read_install(args)
+    document = read_file(args.checkout, args.file)
+    log(f"settings: {args.file}" if document is not None else f"settings: no {args.file} in the repository; params and defaults only")
+    settings = resolve(document, {k: getattr(args, k.replace("-", "_")) for k in OVERRIDES}, install, namespace, args.file)
+    service, deployment = settings["service"], settings["deployment"]
+    image_repository = args.image_repository or (f"{install.image_registry.rstrip('/')}/{service}" if install.image_registry else "")
+    if not image_repository:
+        raise BadInput("no image repository: set image-registry in the install's settings, or pass image-repository")
+
+    kustomize_dir = inside(args.checkout, settings["kustomize-dir"], "kustomize-dir")
+    inside(args.checkout, os.path.join(settings["context"], settings["dockerfile"]), "the Dockerfile")
+    template_path = settings["experiment-template"]
+    template = iter8.load_template(str(inside(args.checkout, template_path, "experiment-template")) if template_path else None)
+    limits = iter8.TemplateLimits(settings["timeouts"]["experiment"], install.max_interval, install.max_iterations)
+    iter8.check_template(template, limits, template_path or "the built-in template")
+    candidate = rendered_candidate(kustomize_dir, args.version, f"{image_repository}:{args.version}",
+                                   deployment=deployment, namespace=namespace, service=service)
+    log(f"service {service}: candidate {deployment}-{args.version} "
+        f"({', '.join(o['kind'] + ' ' + o['metadata']['name'] for o in candidate.applied)})")
+    load = settings["load"]
+    write_results(
+        args.results_dir, service=service, deployment=deployment, candidate=f"{deployment}-{args.version}",
+        kustomize_dir=settings["kustomize-dir"], experiment_template=template_path, context=settings["context"],
+        dockerfile=settings["dockerfile"], image_repository=image_repository, insecure_registry=install.insecure_registry,
+        load_url=load["url"], load_host=load.get("host") or "", load_rate=f"{load['rate']:g}", load_concurrency=str(load["concurrency"]),
+        experiment_timeout=str(settings["timeouts"]["experiment"]), rollout_timeout=str(settings["timeouts"]["rollout"]),
+        rollout_policy=settings["rollout-policy"], keep_runs=str(settings["keep-runs"]), dashboard_url=install.dashboard_url,
+        github_api_url=install.github_api_url,
+    )
+    return 0
+
+
+def entry() -> None:
+    run(main)
+
+
+if __name__ == "__main__":
+    entry()
