@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import requests
 
-from .common import EXIT_BAD_INPUT, StepError, check_name, parser, run
+from .common import EXIT_BAD_INPUT, BadInput, check_name, parser, run
 from .create_experiment import find_baseline
 from .kube import CONFIGMAPS, CRDS, DEPLOYMENTS, DESTINATION_RULES, VIRTUAL_SERVICES, Kube
 from .routing import hosts
@@ -127,7 +127,7 @@ def label_lengths(namespace: str, service: str, deployment: str) -> str:
 def serving_deployment(kube: Kube, namespace: str, service: str) -> str:
     try:
         baseline, how = find_baseline(kube, namespace, service, candidate="")
-    except StepError as err:
+    except BadInput as err:  # an API failure is not a finding: it ends doctor (exit 4)
         raise Failed(err.message) from None
     return f"{service} is served by {baseline} ({how})"
 

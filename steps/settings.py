@@ -8,8 +8,9 @@ The app's repository holds its rollout settings (`.iter8-tekton.yaml`, kind
 RolloutSettings, schema: steps/schemas/rollout-settings.schema.json). Anyone who can push
 controls that file, so everything it says is checked against the install's own settings
 (the ConfigMap canary-rollout-settings in the run's namespace): names, paths that must stay
-inside the checkout, a load URL that must be cluster-internal or allowlisted, and caps on
-rates and durations. The namespace is always the run's own. A param given on the
+inside the checkout (relative to the settings file's folder, so several apps can share a
+repository), a load URL that must be cluster-internal or allowlisted, and caps on rates
+and durations. The namespace is always the run's own. A param given on the
 PipelineRun (non-empty) overrides the file. Then the candidate is rendered and checked
 (the same check deploy makes) and the experiment template is checked, so a bad commit
 fails here, before the build, with one `error:` line per problem. The resolved values are
@@ -271,6 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not image_repository:
         raise BadInput("no image repository: set image-registry in the install's settings, or pass image-repository")
 
+    # Paths are relative to the settings file's folder (several apps can share a repository).
+    folder = os.path.dirname(args.file)
+    for key in ("kustomize-dir", "context", "experiment-template"):
+        if settings[key]:
+            settings[key] = os.path.normpath(os.path.join(folder, settings[key]))
     kustomize_dir = inside(args.checkout, settings["kustomize-dir"], "kustomize-dir")
     inside(args.checkout, os.path.join(settings["context"], settings["dockerfile"]), "the Dockerfile")
     template_path = settings["experiment-template"]

@@ -119,6 +119,7 @@ class Request:
     name: str
     query: dict
     user: str = ""  # the bearer token: tests give each ServiceAccount its own
+    implied: bool = False  # not a request: the authorization a server-side apply also needs
 
 
 class FakeApi:
@@ -432,7 +433,7 @@ def _handler_for(api: FakeApi):
                 old = api.objects.get(key)
                 if old is None:
                     last = api.requests[-1]
-                    api.requests.append(Request("create", last.group, last.plural, "", last.namespace, last.name, last.query, last.user))
+                    api.requests.append(Request("create", last.group, last.plural, "", last.namespace, last.name, last.query, last.user, True))
                     obj = api._store(key, body, "ADDED", None)
                     code = 201
                 else:

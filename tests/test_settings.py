@@ -165,3 +165,20 @@ def test_a_bad_candidate_or_template_fails_here_too(run_step, tmp_path):
     template.write_text(yaml.safe_dump(exp))
     proc = settings(run_step, tmp_path / "2", co2)
     assert proc.returncode == 2 and "action may not be set by the app's template" in proc.stderr
+
+
+def test_paths_are_relative_to_the_settings_files_folder(run_step, tmp_path):
+    """Several apps in one repository, each with its own file (the quickstart's layout)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(APPS, repo / "apps")
+    (tmp_path / "install.env").write_text(INSTALL)
+    proc = run_step("settings", "--namespace", "bookinfo", "--checkout", str(repo), "--version", "3f2a1bc",
+                    "--file", "apps/reviews-seed/.iter8-tekton.yaml", "--install-settings-file", str(tmp_path / "install.env"),
+                    "--results-dir", str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr
+    assert results(tmp_path)["kustomize-dir"] == "apps/reviews-seed/kustomize"
+    assert results(tmp_path)["experiment-template"] == "apps/reviews-seed/iter8/experiment.yaml"
+    assert results(tmp_path)["context"] == "apps/reviews-seed"
+    assert run_step("settings", "--namespace", "bookinfo", "--checkout", str(repo), "--version", "3f2a1bc", "--file", "../x.yaml",
+                    "--install-settings-file", str(tmp_path / "install.env")).stderr.strip() == (
+        "error: the settings file '../x.yaml' must be a path inside the repository (relative, without '..')")
