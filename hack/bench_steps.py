@@ -8,7 +8,11 @@
 2. the delay from the experiment completing to wait_completion's exit and to load's exit
    (targets: < 1 s and < 2 s);
 3. the API requests wait_completion makes while an experiment runs for a short and a long
-   time with a status change every second (target: the same number, not growing with time).
+   time with a status change every second (target: the same number, not growing with time);
+4. how far wait_completion's --timeout overshoots when the server never ends the watch,
+   silent or sending bookmarks (target: < 1 s);
+5. the time from SIGTERM (to the process group, as Tekton's entrypoint sends it) to the exit
+   of wait_completion and of load (target: < 2 s).
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ def app_server() -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-def step(name: str, *args: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"steps.{name}", *args], cwd=ROOT, env=env,
+def step(name: str, *args: str, env: dict, session: bool = False) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", f"steps.{name}", *args], cwd=ROOT, env=env, start_new_session=session,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -123,6 +127,42 @@ def bench_requests(seconds: float, env: dict, tmp: Path) -> int:
     return count
 
 
+def bench_deadline(env: dict, tmp: Path) -> dict[str, float]:
+    overshoot = {}
+    for fault in ("hold", "chatter"):
+        api = FakeApi().start()
+        api.put("experiments", experiment_v2(C, B, C, v2_running(B, C, 1, 20)))
+        api.inject("watch", "experiments", action=fault, times=None)
+        env2 = {**env, "KUBECONFIG": str(api.write_kubeconfig(tmp / f"kubeconfig-{fault}"))}
+        started = time.monotonic()
+        proc = step("wait_completion", "--namespace", NS, "--experiment", C, "--timeout", "3", env=env2)
+        proc.communicate(timeout=120)
+        overshoot[fault] = time.monotonic() - started - 3
+        api.stop()
+    return overshoot
+
+
+def bench_sigterm(url: str, env: dict, tmp: Path) -> dict[str, float]:
+    import signal
+
+    api = FakeApi().start()
+    env = {**env, "KUBECONFIG": str(api.write_kubeconfig(tmp / "kubeconfig-term"))}
+    api.put("experiments", experiment_v2(C, B, C, v2_running(B, C, 1, 20)))
+    procs = {"wait_completion": step("wait_completion", "--namespace", NS, "--experiment", C, "--results-dir", str(tmp / "r3"),
+                                     env=env, session=True),
+             "load": step("load", "--url", url, "--rate", "20", "--namespace", NS, "--experiment", C, env=env, session=True)}
+    watching(api, 2)
+    time.sleep(2)
+    exits = {}
+    for name, proc in procs.items():
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)
+        exits[name] = time.monotonic() - sent
+    api.stop()
+    return exits
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=10, help="load duration for the rate figures")
@@ -138,6 +178,11 @@ def main() -> None:
         short, long = bench_requests(5, env, tmp), bench_requests(args.long_wait, env, tmp)
         print(f"3. API requests by wait_completion: {short} over 5 s, {long} over {args.long_wait:g} s "
               "(one status change per second; target: equal)")
+        overshoot = bench_deadline(env, tmp)
+        print(f"4. --timeout 3 against a watch that never ends: overshoot {overshoot['hold']:.2f}s silent, "
+              f"{overshoot['chatter']:.2f}s with bookmarks (python start-up included; target < 1 s)")
+        exits = bench_sigterm(url, env, tmp)
+        print(f"5. SIGTERM -> exit: wait_completion {exits['wait_completion']:.2f}s, load {exits['load']:.2f}s (target < 2 s)")
 
 
 if __name__ == "__main__":
