@@ -28,20 +28,11 @@ from .common import (
     write_results,
 )
 from .kube import CONFIGMAPS, DEPLOYMENTS, SECRETS, Kind, Kube, follow
-from .routing import deployment_weights, service_deployments
+from .routing import deployment_weights, replicas_ready, service_deployments
 
 # Besides the loser's Deployment, the kinds deleted by the loser's version label: what
 # deploy applies for a candidate (steps/candidate.py APPLIED_KINDS).
 VERSIONED_KINDS = (CONFIGMAPS, SECRETS, DEPLOYMENTS)
-
-
-def ready(deployment: dict) -> tuple[bool, str]:
-    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
-    wanted = spec.get("replicas", 1)
-    have = status.get("readyReplicas", 0)
-    current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
-    updated = status.get("updatedReplicas", 0) >= wanted
-    return current and updated and have >= wanted, f"{have}/{wanted} replicas ready"
 
 
 def plan_deletions(kube: Kube, namespace: str, winner: dict, loser: dict | None, loser_name: str) -> list[tuple[Kind, str]]:
@@ -101,7 +92,7 @@ def remove_loser(kube: Kube, adapter, exp: dict, dry_run: bool = False) -> tuple
     winner = kube.get(DEPLOYMENTS, ns, winner_name)
     if winner is None:
         raise RolloutFailed(f"the winner's Deployment {winner_name} does not exist; {nothing}")
-    is_ready, how_many = ready(winner)
+    is_ready, how_many = replicas_ready(winner)
     if not is_ready:
         raise RolloutFailed(f"the winner {winner_name} is not ready ({how_many}); {nothing}, re-run cleanup once it is")
     loser = kube.get(DEPLOYMENTS, ns, loser_name)

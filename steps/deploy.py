@@ -39,6 +39,7 @@ from .common import (
 )
 from .kube import DEPLOYMENTS, Kind, Kube, follow
 from .patch_kustomize import parse_image, render
+from .routing import replicas_ready
 
 FIELD_MANAGER = "iter8-tekton"
 RESUME_WAIT = 30.0  # seconds for iter8 to detect the targets after a resume (it polls each for up to 15 s)
@@ -56,19 +57,19 @@ def rendered_candidate(kustomize_dir: Path, version: str, image: str, *, deploym
 
 
 def availability(deployment: dict) -> tuple[bool, str]:
-    """Available as `kubectl rollout status` sees it, and a line about where it is."""
-    spec, status, meta = deployment.get("spec") or {}, deployment.get("status") or {}, deployment["metadata"]
-    wanted = spec.get("replicas", 1)
+    """Available as `kubectl rollout status` sees it (and iter8: availableReplicas and the
+    Available condition), and a line about where it is."""
+    status, meta = deployment.get("status") or {}, deployment["metadata"]
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     stalled = conditions.get("Progressing", {})
     if stalled.get("status") == "False" and stalled.get("reason") == "ProgressDeadlineExceeded":
         raise RolloutFailed(f"Deployment {meta['name']} did not progress: {stalled.get('message', 'ProgressDeadlineExceeded')}; "
                             "check its pods (kubectl describe) for image pull or crash errors")
-    current = status.get("observedGeneration", 0) >= meta.get("generation", 1)
-    ready = status.get("readyReplicas", 0)
-    done = (current and status.get("updatedReplicas", 0) >= wanted and ready >= wanted
-            and status.get("availableReplicas", 0) >= wanted and conditions.get("Available", {}).get("status") == "True")
-    return done, f"{ready}/{wanted} ready, {status.get('updatedReplicas', 0)} updated, {status.get('availableReplicas', 0)} available"
+    ready, line = replicas_ready(deployment)
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    available = status.get("availableReplicas", 0)
+    done = ready and available >= wanted and conditions.get("Available", {}).get("status") == "True"
+    return done, f"{line}, {available} available"
 
 
 def wait_available(kube: Kube, namespace: str, name: str, timeout: float) -> None:

@@ -18,6 +18,16 @@ def _selects(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def replicas_ready(deployment: dict) -> tuple[bool, str]:
+    """All wanted replicas of the current generation updated and ready, and how many are."""
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    wanted = spec.get("replicas", 1)
+    have = status.get("readyReplicas", 0)
+    current = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    updated = status.get("updatedReplicas", 0) >= wanted
+    return current and updated and have >= wanted, f"{have}/{wanted} replicas ready"
+
+
 def pod_labels(deployment: dict) -> dict:
     return ((deployment.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
 

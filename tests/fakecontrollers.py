@@ -119,6 +119,7 @@ class Iter8(_Loop):
                  window: float = DETECT_WINDOW, poll: float = DETECT_POLL):
         self.judge, self.iteration, self.window, self.poll = judge, iteration, window, poll
         self.analytics_error: str | None = None
+        self.paused_at: dict[tuple, float] = {}  # (namespace, name) -> when analytics paused it
         self.states: dict[tuple, _State] = {}
         self.known_deployments: set[tuple] | None = None
         super().__init__(api)
@@ -251,6 +252,7 @@ class Iter8(_Loop):
         if self.analytics_error:
             self.write(exp, {"phase": "Pause", "message": f"AnalyticsServiceError: {self.analytics_error}", "conditions": self.conditions(
                 exp, _condition("AnalyticsServiceNormal", "False", "AnalyticsServiceError", self.analytics_error))})
+            self.paused_at.setdefault((exp["metadata"]["namespace"], exp["metadata"]["name"]), time.monotonic())
             return
         spec, status = exp["spec"], exp["status"]
         max_increment = (spec.get("trafficControl") or {}).get("maxIncrement", 2)

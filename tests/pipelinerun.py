@@ -55,6 +55,7 @@ class PipelineRun:
         self.results: dict[str, dict[str, str]] = {}
         self.status: dict[str, str] = {}
         self.logs: dict[str, str] = {}
+        self.finished_at: dict[str, float] = {}
         self.accounts = {s["pipelineTaskName"]: s["serviceAccountName"] for s in self.run["spec"].get("taskRunSpecs") or []}
         self.default_account = self.run["spec"]["taskRunTemplate"]["serviceAccountName"]
         self.lock = threading.Lock()
@@ -120,6 +121,7 @@ class PipelineRun:
     def finish(self, name: str, results: dict, status: str, log: str = "") -> None:
         with self.lock:
             self.results[name], self.status[name], self.logs[name] = results, status, log
+            self.finished_at[name] = time.monotonic()
 
     def run_step(self, step: dict, task_vars: dict, results_dir: Path, kubeconfig: Path, log: list[str]) -> int:
         argv = substitute(step.get("command", []) + step.get("args", []), task_vars)

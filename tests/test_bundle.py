@@ -15,7 +15,7 @@ import yaml
 
 from conftest import ROOT, need, need_tool
 from crdschema import core_errors, crds_dir, errors, schema_for
-from tekton import VARIABLE, admission, bundle, by_kind, lint_pipeline, lint_task, runtime, scripts, strings
+from tekton import VARIABLE, admission, bundle, by_kind, lint_pipeline, lint_task, runtime, scripts, seconds, strings
 
 LINT = ROOT / "hack" / "tekton-lint"
 SAMPLE_RUN = ROOT / "tasks" / "samples" / "canary-rollout-run.yaml"
@@ -292,3 +292,46 @@ def test_readme_documents_every_task(objects):
         for ws in spec.get("workspaces") or []:
             assert f"| `{ws['name']}` |" in body, f"{name}: workspace {ws['name']} missing"
         assert "```yaml" in body, f"{name}: no usage example"
+
+
+def test_every_run_frees_its_pvc_and_states_the_minimum_tekton(objects):
+    """pkg/reconciler/pipelinerun/affinity_assistant.go cleanupAffinityAssistantsAndPVCs: with
+    the default coschedule: workspaces, a volumeClaimTemplate's PVC is deleted when the run
+    ends only with tekton.dev/auto-cleanup-pvc: "true" (tektoncd/pipeline v1.11.0 and later)."""
+    run = yaml.safe_load(SAMPLE_RUN.read_text())
+    template = by_kind(objects, "TriggerTemplate")["canary-rollout"]["spec"]["resourcetemplates"][0]
+    for pipeline_run in (run, template):
+        assert pipeline_run["metadata"]["annotations"]["tekton.dev/auto-cleanup-pvc"] == "true"
+        assert pipeline_run["spec"]["workspaces"][1]["secret"]["optional"] is True  # no Secret: an empty volume, no stuck pod
+    assert "kubectl annotate --local -f - tekton.dev/auto-cleanup-pvc=true" in (ROOT / "README.md").read_text()
+    for obj in objects:
+        if obj["kind"] in ("Task", "Pipeline"):
+            assert obj["metadata"]["annotations"]["tekton.dev/pipelines.minVersion"] == "1.11.0", obj["metadata"]["name"]
+
+
+def test_one_experiment_timeout_drives_every_limit(objects):
+    """Tekton takes no task timeout from a param (PipelineTask.timeout is a metav1.Duration),
+    so the experiment timeout is capped at 3600 s and both tasks that wait on it get 65m."""
+    tasks = {t["name"]: t for t in by_kind(objects, "Pipeline")["canary-rollout"]["spec"]["tasks"]}
+    value = "$(tasks.read-settings.results.experiment-timeout)"
+    params = lambda name: {p["name"]: p["value"] for p in tasks[name]["params"]}  # noqa: E731
+    assert params("wait-completion")["timeout"] == value and params("generate-load")["max-duration"] == value
+    assert params("create-experiment")["experiment-timeout"] == value
+    cap = int(by_kind(objects, "ConfigMap")["canary-rollout-settings"]["data"]["max-experiment-timeout"])
+    for name in ("wait-completion", "generate-load"):
+        assert seconds(tasks[name]["timeout"]) >= cap + 60
+    run = yaml.safe_load(SAMPLE_RUN.read_text())
+    critical = sum(seconds(tasks[n]["timeout"]) for n in ("fetch-source", "read-settings", "doctor", "acquire-lock", "build",
+                                                           "create-experiment", "deploy", "wait-completion"))
+    assert critical <= seconds(run["spec"]["timeouts"]["tasks"])
+
+
+def test_everything_happens_in_the_runs_own_namespace(objects):
+    """No namespace param that must equal the run's: the Tasks use $(context.taskRun.namespace)."""
+    for obj in objects:
+        if obj["kind"] in ("Task", "Pipeline"):
+            names = {p["name"] for p in obj["spec"].get("params") or []}
+            assert not names & {"namespace", "app-namespace"}, obj["metadata"]["name"]
+    for task in by_kind(objects, "Task").values():
+        args = [a for s in task["spec"]["steps"] for a in s.get("args") or []]
+        assert all(a == "--namespace=$(context.taskRun.namespace)" for a in args if a.startswith("--namespace"))

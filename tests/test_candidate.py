@@ -159,7 +159,7 @@ def test_deploy_waits_for_the_candidate_and_says_where_it_is(run_step, fake_api,
                     "--kustomize-dir", str(APPS / "reviews" / "kustomize"), "--version", "3f2a1bc", "--image", IMAGE,
                     "--rollout-timeout", "1")
     assert proc.returncode == 3
-    assert "reviews-3f2a1bc: 0/1 ready" in proc.stdout
+    assert "reviews-3f2a1bc: 0/1 replicas ready, 0 available" in proc.stdout
     assert proc.stderr.strip() == ("error: Deployment bookinfo/reviews-3f2a1bc was not available within 1s; check its pods "
                                    "(kubectl describe) or raise rollout-timeout")
 

@@ -128,6 +128,8 @@ def test_an_analytics_outage_ends_the_run_within_seconds_of_the_pause(cluster, t
     assert run.execute() == "Failed"
     assert run.results["wait-completion"]["outcome"] == "paused"
     assert "AnalyticsServiceError: Post" in run.results["wait-completion"]["summary"]
+    reported = run.finished_at["wait-completion"] - iter8.paused_at[(NS, f"reviews-{SHORT}")]
+    assert 0 < reported < 10, f"the run noticed the pause {reported:.1f}s after it"
     assert set(deployments(api)) == {"reviews"}, "cleanup rolled it back and removed the candidate"
     exp = api.get(V2, "experiments", NS, f"reviews-{SHORT}")
     assert exp["status"]["message"] == "ExperimentCompleted: Traffic User Specified (Abort)"

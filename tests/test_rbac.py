@@ -11,14 +11,18 @@ run, a candidate with a Secret, old runs to prune. Server-side apply is authoriz
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
+import yaml
 
-from cluster import (NS, V2, destination_rule, deployment, experiment_v2, pipeline_run, prerequisites, service, v2_completed,
-                     virtual_service)
-from conftest import APPS, need, need_tool, wait_for
+from cluster import (NS, V2, FakeIter8, deployment, destination_rule, experiment_v2, pipeline_run, prerequisites, service,
+                     v2_completed, virtual_service)
+from conftest import APPS, ROOT, need, need_tool, wait_for
 from crdschema import crds_dir
 from fakecontrollers import Deployments, Iter8
 from pipelinerun import PipelineRun
@@ -111,8 +115,6 @@ def calls(tmp_path_factory):
         lock = api.write_kubeconfig(tmp / "kubeconfig-lock", token="canary-lock")
         assert run_step("lock", lock, "acquire", "--namespace", NS, "--service", "reviews", "--run", "run-d1").returncode == 0
         api.put("pipelineruns", pipeline_run("run-d2"))
-        from cluster import FakeIter8
-
         rollback = FakeIter8(api)
         try:
             proc = run_step("lock", lock, "acquire", "--namespace", NS, "--service", "reviews", "--run", "run-d2", "--policy", "supersede")
@@ -137,12 +139,6 @@ def calls(tmp_path_factory):
 
 
 def run_step(name, kubeconfig, *args):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBE_RETRY_BASE_SECONDS": "0.001"}
     env.pop("KUBERNETES_SERVICE_HOST", None)
     return subprocess.run([sys.executable, "-m", f"steps.{name}", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
@@ -192,7 +188,7 @@ def test_the_clone_and_the_build_have_no_api_access_and_no_token(calls):
         assert sa["automountServiceAccountToken"] is False
         assert not [b for b in by_kind(objects, "RoleBinding").values() if any(s["name"] == account for s in b["subjects"])]
         assert not [c for c in calls if c[0] == account]
-    run = __import__("yaml").safe_load((APPS.parent.parent / "tasks" / "samples" / "canary-rollout-run.yaml").read_text())
+    run = yaml.safe_load((ROOT / "tasks" / "samples" / "canary-rollout-run.yaml").read_text())
     assert run["spec"]["taskRunTemplate"]["serviceAccountName"] == "canary-fetch"
     specs = {s["pipelineTaskName"]: s["serviceAccountName"] for s in run["spec"]["taskRunSpecs"]}
     assert specs == {**ACCOUNTS, "build": "canary-build"}
