@@ -20,8 +20,8 @@ import threading
 import pytest
 import yaml
 
-from cluster import (NS, V2, FakeIter8, deployment, destination_rule, experiment_v2, pipeline_run, prerequisites, service,
-                     v2_completed, virtual_service)
+from cluster import (NS, V2, deployment, destination_rule, experiment_v2, pipeline_run, prerequisites, service, v2_completed,
+                     virtual_service)
 from conftest import APPS, ROOT, need, need_tool, wait_for
 from crdschema import crds_dir
 from fakecontrollers import Deployments, Iter8
@@ -115,12 +115,20 @@ def calls(tmp_path_factory):
         lock = api.write_kubeconfig(tmp / "kubeconfig-lock", token="canary-lock")
         assert run_step("lock", lock, "acquire", "--namespace", NS, "--service", "reviews", "--run", "run-d1").returncode == 0
         api.put("pipelineruns", pipeline_run("run-d2"))
-        rollback = FakeIter8(api)
-        try:
-            proc = run_step("lock", lock, "acquire", "--namespace", NS, "--service", "reviews", "--run", "run-d2", "--policy", "supersede")
-            assert proc.returncode == 0, proc.stderr
-        finally:
-            rollback.stop()
+        finishing = complete_when_watched(api, "canary-lock", "reviews-4444444", "reviews-1111111", "reviews-4444444")
+        proc = run_step("lock", lock, "acquire", "--namespace", NS, "--service", "reviews", "--run", "run-d2", "--policy", "supersede")
+        assert proc.returncode == 0, proc.stderr
+        finishing.join()
+        # F: cleanup rolls back an unfinished experiment and watches it finish.
+        api.put("deployments", deployment("reviews-6666666", "6666666", labels={"iter8-tekton.dev/version": "6666666"}))
+        unfinished = experiment_v2("reviews-6666666", "reviews-1111111", "reviews-6666666")
+        unfinished["metadata"]["labels"] = {"iter8-tekton.dev/run": "run-f"}
+        api.put("experiments", unfinished)
+        finishing = complete_when_watched(api, "canary-cleanup", "reviews-6666666", "reviews-1111111", "reviews-6666666")
+        cleanup = api.write_kubeconfig(tmp / "kubeconfig-cleanup", token="canary-cleanup")
+        proc = run_step("cleanup", cleanup, "--namespace", NS, "--run", "run-f", "--roll-back-unfinished", "30")
+        assert proc.returncode == 0, proc.stderr
+        finishing.join()
         # E: create-experiment for a service Istio already routes, retried (the experiment is reused).
         api.put("services", service("ratings", {"app": "ratings"}))
         ratings = deployment("ratings", "v1")
@@ -136,6 +144,18 @@ def calls(tmp_path_factory):
     finally:
         web.server.shutdown()
         api.stop()
+
+
+def complete_when_watched(api, account: str, name: str, baseline: str, candidate: str) -> threading.Thread:
+    """Play iter8 finishing a rolled-back experiment, once `account` watches it (so the watch
+    is always part of what the account does)."""
+    def finish():
+        wait_for(lambda: any(r.user == account and r.verb == "watch" for r in api.calls("watch", "experiments")), timeout=30)
+        api.patch_status(V2, "experiments", NS, name, v2_completed(baseline, candidate, "Traffic User Specified (Abort)", None, (100, 0)))
+
+    thread = threading.Thread(target=finish, daemon=True)
+    thread.start()
+    return thread
 
 
 def run_step(name, kubeconfig, *args):
