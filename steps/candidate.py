@@ -13,10 +13,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# The kinds deploy applies (and its Role grants: tasks/rbac.yaml); cleanup deletes them by
-# the version label. To deploy another kind with each candidate, add it here, to the
-# deploy Role and to cleanup's VERSIONED_KINDS.
-APPLIED_KINDS = {"Deployment": ("apps", "v1", "deployments"), "ConfigMap": ("", "v1", "configmaps"), "Secret": ("", "v1", "secrets")}
+from .kube import CONFIGMAPS, DEPLOYMENTS, SECRETS
+
+# The kinds deploy applies (and its Role grants: tasks/rbac.yaml); cleanup deletes the
+# loser's objects of these kinds by its version label, in this order (Deployment last).
+# To deploy another kind with each candidate, add it here and to the Roles canary-deploy,
+# canary-cleanup and canary-lock (which deletes a superseded run's candidate).
+APPLIED_KINDS = {"ConfigMap": CONFIGMAPS, "Secret": SECRETS, "Deployment": DEPLOYMENTS}
 
 # Cluster-scoped kinds an app's kustomize output might hold (none may be deployed).
 CLUSTER_SCOPED = {

@@ -27,12 +27,13 @@ from .common import (
     run,
     write_results,
 )
-from .kube import CONFIGMAPS, DEPLOYMENTS, SECRETS, Kind, Kube, follow
+from .candidate import APPLIED_KINDS
+from .kube import DEPLOYMENTS, Kind, Kube, follow
 from .routing import deployment_weights, replicas_ready, service_deployments
 
 # Besides the loser's Deployment, the kinds deleted by the loser's version label: what
-# deploy applies for a candidate (steps/candidate.py APPLIED_KINDS).
-VERSIONED_KINDS = (CONFIGMAPS, SECRETS, DEPLOYMENTS)
+# deploy applies for a candidate.
+VERSIONED_KINDS = tuple(APPLIED_KINDS.values())
 
 
 def plan_deletions(kube: Kube, namespace: str, winner: dict, loser: dict | None, loser_name: str) -> list[tuple[Kind, str]]:

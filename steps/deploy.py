@@ -37,7 +37,7 @@ from .common import (
     run,
     write_results,
 )
-from .kube import DEPLOYMENTS, Kind, Kube, follow
+from .kube import DEPLOYMENTS, Kube, follow
 from .patch_kustomize import parse_image, render
 from .routing import replicas_ready
 
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kube = Kube()
     for obj in candidate.applied:
         obj["metadata"]["namespace"] = args.namespace
-        kube.apply(Kind(*APPLIED_KINDS[obj["kind"]]), args.namespace, obj, FIELD_MANAGER)
+        kube.apply(APPLIED_KINDS[obj["kind"]], args.namespace, obj, FIELD_MANAGER)
     log(f"applied {len(candidate.applied)} objects (server-side apply, field manager {FIELD_MANAGER})")
     write_results(args.results_dir, deployment=name)
     wait_available(kube, args.namespace, name, args.rollout_timeout)

@@ -31,6 +31,7 @@ import requests
 
 from .common import EXIT_BAD_INPUT, BadInput, check_name, parser, run
 from .create_experiment import find_baseline
+from .iter8 import label_values
 from .kube import CONFIGMAPS, CRDS, DEPLOYMENTS, DESTINATION_RULES, VIRTUAL_SERVICES, Kube
 from .routing import hosts
 
@@ -114,8 +115,7 @@ def no_foreign_routing(kube: Kube, namespace: str, service: str) -> str:
 
 
 def label_lengths(namespace: str, service: str, deployment: str) -> str:
-    router = f"{service}.{namespace}.svc.cluster.local"
-    experiment = f"{deployment}-0000000.{namespace}"
+    router, experiment = label_values(service, deployment, namespace)
     for what, value in (("the router label <service>.<namespace>.svc.cluster.local", router),
                         ("the experiment label <deployment>-<short sha>.<namespace>", experiment)):
         if len(value) > 63:

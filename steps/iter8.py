@@ -120,10 +120,6 @@ class V1Alpha2:
         svc = exp["spec"].setdefault("service", {})
         svc.update(name=service, baseline=baseline, candidates=[candidate])
 
-    def pending_action(self, exp: dict) -> str | None:
-        """A manual override iter8 has not taken yet (it removes pause and resume once taken)."""
-        return (((exp.get("spec") or {}).get("manualOverride")) or {}).get("action")
-
     def resume_patch(self) -> dict:
         """iter8 1.0's way out of a Pause: it clears the override and detects the targets again
         (experiment_controller.go proceed, recorder.go markActionResume)."""
@@ -207,9 +203,6 @@ class V1Alpha1:
         target.setdefault("apiVersion", "v1")
         target.update(name=service, baseline=baseline, candidate=candidate)
 
-    def pending_action(self, exp: dict) -> str | None:
-        return exp.get("action")
-
     def resume_patch(self) -> dict:
         """v0.2 reads the top-level `action` (pause, resume, override_*)."""
         return {"action": "resume"}
@@ -273,6 +266,14 @@ def adapter_for(exp: dict) -> V1Alpha2 | V1Alpha1:
             f"unknown Experiment apiVersion {api_version!r}: use one of {', '.join(sorted(ADAPTERS))}"
         )
     return ADAPTERS[api_version]
+
+
+def label_values(service: str, deployment: str, namespace: str) -> tuple[str, str]:
+    """The label values iter8 1.0.1 builds from our names, which may be 63 characters at most
+    (pkg/controller/experiment/routing/router/istio/router.go, util/util.go): the router's
+    `<service>.<namespace>.svc.cluster.local` and the experiment's
+    `<deployment>-<short sha>.<namespace>` (the candidate's name, a 7-character SHA)."""
+    return f"{service}.{namespace}.svc.cluster.local", f"{deployment}-0000000.{namespace}"
 
 
 # What an Experiment template from the app's repository may set (anything else is refused):

@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 
 import yaml
 
-from .candidate import versioned
+from .candidate import APPLIED_KINDS, versioned
 from .common import VERSION_LABEL, BadInput, add_results_dir, check_name, check_version, log, parser, run, write_results
 
 PLACEHOLDER = re.compile(r"\bVERSION\b")
@@ -201,7 +201,7 @@ def overlay_transformers(version: str) -> list[dict]:
             "kind": "PrefixSuffixTransformer",
             "metadata": {"name": "candidate-name-suffix"},
             "suffix": f"-{version}",
-            "fieldSpecs": [{"kind": kind, "path": "metadata/name"} for kind in ("Deployment", "ConfigMap", "Secret")],
+            "fieldSpecs": [{"kind": kind, "path": "metadata/name"} for kind in APPLIED_KINDS],
         },
         {
             "apiVersion": "builtin",

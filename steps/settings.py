@@ -51,6 +51,8 @@ OVERRIDES = {
     "load-concurrency": ("load", "concurrency"), "experiment-timeout": ("timeouts", "experiment"),
     "rollout-timeout": ("timeouts", "rollout"), "rollout-policy": ("rollout-policy",), "keep-runs": ("keep-runs",),
 }
+
+
 def _number(text: str) -> int | float:
     value = float(text)
     return int(value) if value.is_integer() else value
@@ -232,13 +234,10 @@ def resolve(document: dict | None, overrides: dict[str, str], install: Install, 
     elif isinstance(url, str):
         problems += load_url_problems(url, install, source)
     if not problems:
-        # iter8 1.0.1 puts these in label values, which may be 63 characters at most
-        # (pkg/controller/experiment/routing/router/istio/router.go, util/util.go).
-        router = f"{settings['service']}.{namespace}.svc.cluster.local"
+        router, experiment = iter8.label_values(settings["service"], settings["deployment"], namespace)
         if len(router) > 63:
             problems.append(f"service {settings['service']!r} with namespace {namespace!r} is too long for iter8: its label "
                             f"value {router!r} has {len(router)} characters (63 at most)")
-        experiment = f"{settings['deployment']}-0000000.{namespace}"
         if len(experiment) > 63:
             problems.append(f"deployment {settings['deployment']!r} with namespace {namespace!r} is too long for iter8: the "
                             f"label value <deployment>-<short sha>.<namespace> has {len(experiment)} characters (63 at most)")

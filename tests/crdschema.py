@@ -123,13 +123,6 @@ def core_errors(obj: dict) -> list[str]:
     return []
 
 
-def any_errors(obj: dict) -> list[str]:
-    """Validate against the CRD schema when the kind is a known CRD, else as a core kind."""
-    if schema_for(obj.get("apiVersion", ""), obj.get("kind", "")) is not None:
-        return errors(obj)
-    return core_errors(obj)
-
-
 # --- what a structural API server does to a custom resource on every write -----------------
 def openapi_schema(api_version: str, kind: str) -> dict | None:
     """The CRD's own openAPIV3Schema for (apiVersion, kind), as the API server holds it."""
