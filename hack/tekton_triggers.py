@@ -1,14 +1,19 @@
 """What a Tekton Triggers (v0.37.0) EventListener does with a request, offline.
 
 Follows tektoncd/triggers v0.37.0's code, from the bundle's own YAML:
-- pkg/sink/validate_payload.go IsValidPayload: a body that is not a JSON object gets 400;
-  every other request gets 202 Accepted before any trigger runs (pkg/sink/sink.go HandleEvent).
-  A rejection or a failed create is only logged, so the answer says nothing about them.
-- pkg/sink/sink.go ExecuteInterceptors: interceptors in order, each seeing the original
-  body and headers and the extensions so far; what an interceptor returns is merged into
-  the extensions shallowly, by top-level key (a later `a.x` overlay drops an earlier `a.y`).
+- pkg/sink/validate_payload.go IsValidPayload: 400 when Go's json.Unmarshal into a
+  map[string]interface{} fails (see go_unmarshal: `null` passes, a byte-order mark, NaN or
+  nesting deeper than 10000 do not); every other request gets 202 Accepted before any trigger
+  runs (pkg/sink/sink.go HandleEvent). A rejection or a failed create is only logged, so the
+  answer says nothing about them.
+- pkg/sink/sink.go ExecuteInterceptors: interceptors in order, each seeing the body and headers
+  and the extensions so far; what an interceptor returns is merged into the extensions
+  shallowly, by top-level key (a later `a.x` overlay drops an earlier `a.y`). The body reaches
+  them as a JSON string (interceptors.go Execute), so invalid UTF-8 arrives as U+FFFD
+  (interceptor_body); the bindings get the bytes as sent.
 - the github ClusterInterceptor (pkg/interceptors/github/github.go Process): form bodies,
-  then the event type, then X-Hub-Signature-256 (go-github ValidateSignature).
+  then the event type, then X-Hub-Signature-256 (go-github v31 ValidateSignature:
+  github_events.validate_signature) over the body it received.
 - the cel ClusterInterceptor (pkg/interceptors/cel/cel.go, triggers.go): expressions are
   type-checked first (a literal of the wrong type in a Triggers function is an error, as in
   cel-go's checker), a filter that is not `true` rejects, each overlay sees the original
@@ -24,25 +29,30 @@ Follows tektoncd/triggers v0.37.0's code, from the bundle's own YAML:
 - pkg/resources/create.go addLabels: the triggers.tekton.dev labels. The API server then
   checks label values; an invalid one fails the create (only logged by the sink).
 CEL runs on the common-expression-language package with Triggers' functions; the type
-check uses cel-python's parser.
+check uses cel-python's parser. process() runs on a thread with a large stack (see deep_stack).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import json
 import logging
+import math
 import re
+import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import cel
 import yaml
 from cel import stdlib
 from celpy import celparser
-from github_events import signature
+from github_events import go_quote, validate_signature
 
 logging.getLogger("cel").setLevel(logging.ERROR)  # cel logs a warning per failing callback
 
@@ -73,28 +83,198 @@ class Request:
         return (self.headers.get(canonical(key)) or [""])[0]
 
 
-def http_status(body: bytes) -> int:
-    """What the sink answers: 400 for a body that is not a JSON object, else 202 (before
-    any trigger runs; pkg/sink/validate_payload.go IsValidPayload, sink.go HandleEvent)."""
-    try:
-        return 202 if isinstance(json.loads(body or b"null"), dict) else 400
-    except ValueError:
-        return 400
+# --- Go's encoding/json, as the sink and the interceptors decode ----------------------------------
+# golang/go src/encoding/json (Triggers v0.37.0's go.mod: go 1.26.4). Unmarshal runs scanner.go
+# checkValid over the whole input first, so a syntax error wins over any other: only space, \t,
+# \r and \n are whitespace (a byte-order mark is not), NaN and Infinity are not numbers, and a
+# 10001st level of nesting is an error (pushParseState, maxNestingDepth). Then decode.go: numbers
+# become float64 (convertNumber; out of range is an error, saved until the end), a later
+# duplicate key wins (objectInterface), and unquoteBytes turns every byte that is not UTF-8 and
+# every unpaired \uD800-\uDFFF escape into U+FFFD. Decoding into a map: `null` gives a nil map
+# and no error; any other non-object is an UnmarshalTypeError.
+MAX_DEPTH = 10000
+_SPACE = re.compile(rb"[ \t\r\n]*")
+_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*')  # all but the closing quote
+_DIGITS = re.compile(rb"[0-9]*")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LITERALS = {ord("t"): (b"true", True), ord("f"): (b"false", False), ord("n"): (b"null", None)}
+_CLOSES = {"key-or-close": 0x7D, "value-or-close": 0x5D}  # after '{' or '[': '}' or ']' ends it empty
+_KINDS = {list: "array", str: "string", float: "number", bool: "bool"}
 
 
-def parse_body(request: Request) -> dict:
+def go_text(raw: bytes) -> str:
+    """Bytes read as UTF-8 the way Go does (utf8.DecodeRune): each byte of an invalid or
+    truncated sequence is one U+FFFD."""
+    return _SURROGATE.sub("\ufffd", raw.decode("utf-8", "surrogateescape"))
+
+
+def interceptor_body(body: bytes) -> bytes:
+    """The body the interceptors get: sink.go ExecuteInterceptors puts string(event) in the
+    InterceptorRequest, interceptors.go Execute json.Marshals it (encode.go appendString writes
+    \\ufffd for each byte that is not UTF-8) and the interceptor server unmarshals it again."""
+    return go_text(body).encode()
+
+
+def _syntax_error(byte: int, context: str) -> ValueError:
+    """scanner.go error and quoteChar."""
+    char = {0x27: "'\\''", 0x22: "'\"'"}.get(byte) or "'" + go_quote(chr(byte))[1:-1] + "'"
+    return ValueError(f"invalid character {char} {context}")
+
+
+def _go_string(data: bytes, start: int) -> tuple[str, int]:
+    end = _STRING.match(data, start).end()
+    if end == len(data):
+        raise ValueError("unexpected end of JSON input")
+    if data[end] == 0x22:
+        token = data[start:end + 1]
+        if b"\\" not in token:
+            return go_text(token[1:-1]), end + 1
+        return _SURROGATE.sub("\ufffd", json.loads(token.decode("utf-8", "surrogateescape"))), end + 1
+    if data[end] != 0x5C:
+        raise _syntax_error(data[end], "in string literal")  # a control character
+    if data[end + 1] != ord("u"):
+        raise _syntax_error(data[end + 1], "in string escape code")
+    bad = next(i for i in range(end + 2, end + 6) if data[i] not in _HEX)  # the input ends with a space
+    raise _syntax_error(data[bad], "in \\u hexadecimal character escape")
+
+
+def _go_number(data: bytes, start: int) -> tuple[float, int, ValueError | None]:
+    end = start + (data[start] == 0x2D)
+    if data[end] == 0x30:
+        end += 1
+    elif 0x31 <= data[end] <= 0x39:
+        end = _DIGITS.match(data, end + 1).end()
+    else:
+        raise _syntax_error(data[end], "in numeric literal")
+    if data[end] == 0x2E:
+        if not 0x30 <= data[end + 1] <= 0x39:
+            raise _syntax_error(data[end + 1], "after decimal point in numeric literal")
+        end = _DIGITS.match(data, end + 1).end()
+    if data[end] in b"eE":
+        digit = end + 1 + (data[end + 1] in b"+-")
+        if not 0x30 <= data[digit] <= 0x39:
+            raise _syntax_error(data[digit], "in exponent of numeric literal")
+        end = _DIGITS.match(data, digit).end()
+    token = data[start:end].decode()
+    value = float(token)  # correctly rounded, as strconv.ParseFloat; underflow is 0, not an error
+    error = ValueError(f"json: cannot unmarshal number {token} into Go value of type float64") if math.isinf(value) else None
+    return value, end, error
+
+
+def go_unmarshal(data: bytes, into_map: bool = True):
+    """json.Unmarshal(data, &v), v a map[string]interface{} (into_map) or an interface{}: dict,
+    list, str, float, bool or None, or ValueError with Go's message. Iterative: any depth Go
+    accepts costs no recursion."""
+    data += b" "  # scanner.eof reads the end as one more space
+    stack: list[list] = []  # open containers, each [container, its pending key]
+    state, top, saved, i = "value", None, None, 0
+    while True:
+        i = _SPACE.match(data, i).end()
+        if i == len(data):
+            break
+        c, value = data[i], None
+        if state == "end":
+            raise _syntax_error(c, "after top-level value")
+        if state == "colon":
+            if c != 0x3A:
+                raise _syntax_error(c, "after object key")
+            state, i = "value", i + 1
+            continue
+        if state == "next":  # after a value in a container: ',' or its closing bracket
+            in_object = isinstance(stack[-1][0], dict)
+            if c == 0x2C:
+                state, i = ("key" if in_object else "value"), i + 1
+                continue
+            if c != (0x7D if in_object else 0x5D):
+                raise _syntax_error(c, "after object key:value pair" if in_object else "after array element")
+            value, i = stack.pop()[0], i + 1
+        elif c == _CLOSES.get(state):
+            value, i = stack.pop()[0], i + 1
+        elif state in ("key", "key-or-close"):
+            if c != 0x22:
+                raise _syntax_error(c, "looking for beginning of object key string")
+            stack[-1][1], i = _go_string(data, i)
+            state = "colon"
+            continue
+        elif c in b"{[":
+            if len(stack) == MAX_DEPTH:
+                raise _syntax_error(c, "exceeded max depth")
+            stack.append([{} if c == 0x7B else [], None])
+            state, i = ("key-or-close" if c == 0x7B else "value-or-close"), i + 1
+            continue
+        elif c == 0x22:
+            value, i = _go_string(data, i)
+        elif c == 0x2D or 0x30 <= c <= 0x39:
+            value, i, error = _go_number(data, i)
+            saved = saved or error
+        elif c in _LITERALS:
+            word, value = _LITERALS[c]
+            wrong = next((k for k in range(1, len(word)) if data[i + k] != word[k]), None)
+            if wrong is not None:
+                raise _syntax_error(data[i + wrong], f"in literal {word.decode()} (expecting {chr(word[wrong])!r})")
+            i += len(word)
+        else:
+            raise _syntax_error(c, "looking for beginning of value")
+        if not stack:
+            state, top = "end", value
+        elif isinstance(stack[-1][0], dict):
+            stack[-1][0][stack[-1][1]], state = value, "next"
+        else:
+            stack[-1][0].append(value)
+            state = "next"
+    if state != "end":
+        raise ValueError("unexpected end of JSON input")
+    if into_map and top is not None and not isinstance(top, dict):
+        raise ValueError(f"json: cannot unmarshal {_KINDS[type(top)]} into Go value of type map[string]interface {{}}")
+    if saved:
+        raise saved
+    return top
+
+
+def validate_payload(body: bytes) -> None:
+    """pkg/sink/validate_payload.go IsValidPayload: the sink answers 400 when the body does not
+    decode into a map[string]interface{} (Rejected says so), else 202 (sink.go HandleEvent)."""
     try:
-        body = json.loads(request.body or b"{}")
+        go_unmarshal(body)
     except ValueError as err:
-        raise Rejected(f"the body is not JSON ({err})") from None
-    if not isinstance(body, dict):
-        raise Rejected("the body is not a JSON object")
-    return body
+        raise Rejected(f"the listener answers 400: Invalid event body format : {err}") from None
+
+
+def deep_stack(function):
+    """Run `function` on a thread with a 512 MiB stack and a recursion limit of 100000, so that
+    values nested as deep as Go accepts (10000 levels) do not crash it: the cel package converts
+    them to CEL values recursively in Rust, which overflows the main thread's 8 MiB stack
+    (SIGSEGV, no traceback) at about 10000 levels, and Python recursion (json.loads of a rendered
+    template, _go_json, _go_numbers) needs about one frame per level."""
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        outcome: list = []
+
+        def target():
+            try:
+                outcome.append((True, function(*args, **kwargs)))
+            except BaseException as err:  # noqa: BLE001 - re-raised on the calling thread
+                outcome.append((False, err))
+
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
+        previous = threading.stack_size(512 << 20)
+        try:
+            worker = threading.Thread(target=target, name=function.__name__)
+            worker.start()
+        finally:
+            threading.stack_size(previous)
+        worker.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+    return run
 
 
 # --- CEL: values and Triggers' functions (pkg/interceptors/cel/triggers.go) -----------------
 def _go_numbers(value):
-    """Go decodes JSON numbers into float64, so CEL sees doubles."""
+    """Go decodes JSON and YAML numbers into float64, so CEL sees doubles (go_unmarshal's already are)."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
@@ -128,10 +308,12 @@ def _translate(text: str, pattern: str, replacement: str) -> str:
 
 
 def _parse_json(text: str) -> dict:
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError(f"failed to decode '{text}' in parseJSON: not an object")
-    return _go_numbers(value)
+    """triggers.go parseJSONString: json.Unmarshal into a map (`null` gives an empty one)."""
+    try:
+        value = go_unmarshal(text.encode())
+    except ValueError as err:
+        raise ValueError(f"failed to decode '{text}' in parseJSON: {err}") from None
+    return {} if value is None else value
 
 
 def _compare_secret(secrets: dict[tuple[str, str], str]):
@@ -236,10 +418,11 @@ def check_types(expression: str) -> None:
 
 
 def evaluate(expression: str, request: Request, body: dict, secrets: dict | None = None):
+    """`body` as go_unmarshal decodes it (numbers are already float64)."""
     check_types(expression)
     functions = {**FUNCTIONS, "compareSecret": _compare_secret(secrets or {})}
     context = cel.Context(
-        variables={"body": _go_numbers(body), "header": request.headers, "requestURL": request.path,
+        variables={"body": body, "header": request.headers, "requestURL": request.path,
                    "extensions": _go_numbers(request.extensions)},
         functions=functions,
     )
@@ -257,7 +440,8 @@ def _params(interceptor: dict) -> dict:
 
 
 def github(interceptor: dict, request: Request, secrets: dict) -> dict:
-    """pkg/interceptors/github/github.go Process: content type, event type, then the signature."""
+    """pkg/interceptors/github/github.go Process: content type, event type, then the signature
+    of the body as the interceptor received it (interceptor_body), not as it was sent."""
     params = _params(interceptor)
     if request.header("Content-Type") == "application/x-www-form-urlencoded":
         raise Rejected("form parameter encoding not supported, please change the hook to send JSON payloads")
@@ -274,10 +458,10 @@ def github(interceptor: dict, request: Request, secrets: dict) -> dict:
         secret = secrets.get((ref.get("secretName"), ref.get("secretKey")))
         if secret is None:
             raise Rejected(f"error getting secret: secrets \"{ref.get('secretName')}\" not found")
-        if "=" not in given:
-            raise Rejected(f'error parsing signature "{given}"')
-        if not hmac.compare_digest(given, signature(request.body, secret)):
-            raise Rejected("payload signature check failed")
+        try:
+            validate_signature(given, interceptor_body(request.body), secret)
+        except ValueError as err:
+            raise Rejected(str(err)) from None
     return {}
 
 
@@ -317,6 +501,16 @@ def cel_interceptor(interceptor: dict, request: Request, body: dict, secrets: di
     return extensions
 
 
+def _cel_body(request: Request) -> dict:
+    """cel.go Process and makeEvalContext: the body it received (`{}` when empty) decoded into a
+    map; a nil map (from `null`) is an empty map to cel-go (types.NewStringInterfaceMap)."""
+    try:
+        body = go_unmarshal(interceptor_body(request.body) or b"{}")
+    except ValueError as err:
+        raise Rejected(f"error making the evaluation context: failed to parse the body as JSON: {err}") from None
+    return {} if body is None else body
+
+
 def run_interceptors(trigger: dict, request: Request, secrets: dict) -> None:
     """sink.go ExecuteInterceptors; raises Rejected naming the interceptor that stopped it."""
     body = None
@@ -327,7 +521,7 @@ def run_interceptors(trigger: dict, request: Request, secrets: dict) -> None:
             if ref == "github":
                 returned = github(interceptor, request, secrets)
             elif ref == "cel":
-                body = parse_body(request) if body is None else body
+                body = _cel_body(request) if body is None else body
                 returned = cel_interceptor(interceptor, request, body, secrets)
             else:
                 raise Rejected(f"interceptor {ref!r} is not emulated")
@@ -365,9 +559,22 @@ def _lookup(root, path: str):
     return node
 
 
+def _go_float(number: float) -> str:
+    """encode.go floatEncoder: the shortest digits that read back (as repr), positional from 1e-6
+    to 1e21, else with an exponent of as few digits as needed (1e-7, 1e+21)."""
+    return format(Decimal(repr(number)).normalize(), "f" if number == 0 or 1e-6 <= abs(number) < 1e21 else "e")
+
+
 def _go_json(value) -> str:
-    """json.Marshal: compact, map keys sorted, <, > and & escaped; a lone string loses its quotes."""
-    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    """json.Marshal: compact, map keys sorted, numbers as Go writes a float64, <, > and &
+    escaped; a lone string loses its quotes."""
+    def encode(item) -> str:
+        if isinstance(item, dict):
+            return "{" + ",".join([encode(key) + ":" + encode(item[key]) for key in sorted(item)]) + "}"
+        if isinstance(item, list):
+            return "[" + ",".join([encode(element) for element in item]) + "]"
+        return _go_float(item) if isinstance(item, float) else json.dumps(item, ensure_ascii=False)
+    text = encode(value)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return text[1:-1] if isinstance(value, str) else text
@@ -376,7 +583,11 @@ def _go_json(value) -> str:
 def bind(binding: dict, request: Request, defaults: dict[str, str]) -> dict[str, str]:
     """event.go ApplyEventValuesToParams: the template's defaults, overwritten by the binding's
     params with their $(body/header/extensions...) resolved."""
-    event = {"body": parse_body(request) if request.body else None,
+    try:
+        body = go_unmarshal(request.body, into_map=False) if request.body else None  # event.go newEvent
+    except ValueError as err:
+        raise Rejected(f"failed to ApplyEventValuesToParams: failed to marshal event: failed to unmarshal request body: {err}") from None
+    event = {"body": body,
              "header": {k: ",".join(v) for k, v in request.headers.items()}, "extensions": request.extensions}
     params = dict(defaults)
     for param in binding["spec"].get("params") or []:
@@ -434,6 +645,7 @@ def label_problems(obj: dict) -> list[str]:
             if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value)]
 
 
+@deep_stack
 def process(objects: list[dict], request: Request, secrets: dict[tuple[str, str], str]) -> list[dict]:
     """What the bundle's EventListener creates for this request; Rejected when nothing.
     `secrets` maps (Secret name, key) to the value, as the listener's namespace holds them."""
@@ -442,8 +654,7 @@ def process(objects: list[dict], request: Request, secrets: dict[tuple[str, str]
     if len(listeners) != 1:
         raise Rejected(f"expected one EventListener in the bundle, found {len(listeners)}")
     listener = next(iter(listeners.values()))
-    if http_status(request.body) == 400:
-        raise Rejected("the listener answers 400: the body is not a JSON object")
+    validate_payload(request.body)
     created, reasons = [], []
     for trigger in listener["spec"]["triggers"]:
         attempt = Request(request.body, request.headers, request.path)

@@ -76,6 +76,146 @@ def test_bad_or_missing_signature(args, reason, tmp_path):
     assert reason in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def raw_payload(tmp_path, name: str, data: bytes) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_bytes(data)
+    return str(path)
+
+
+def hmac_hex(algorithm: str, body: bytes, secret: str = SECRET) -> str:
+    return hmac.new(secret.encode(), body, getattr(hashlib, algorithm)).hexdigest()
+
+
+@pytest.mark.parametrize("form", ["sha256-upper", "sha1", "sha512", "sha256-mixed"])
+def test_the_listener_accepts_every_signature_form_go_github_validates(form):
+    """go-github v31.0.0 github/messages.go ValidateSignature (which Triggers v0.37.0's
+    pkg/interceptors/github/github.go Process calls with X-Hub-Signature-256): messageMAC takes
+    the algorithm from the prefix before the first '=' (sha1, sha256 or sha512) and decodes the
+    rest with hex.DecodeString, which accepts either case."""
+    body = (EVENTS / "push.json").read_bytes()
+    value = {"sha256-upper": "sha256=" + hmac_hex("sha256", body).upper(),
+             "sha1": "sha1=" + hmac_hex("sha1", body),
+             "sha512": "sha512=" + hmac_hex("sha512", body),
+             "sha256-mixed": "sha256=" + hmac_hex("sha256", body)[:32].upper() + hmac_hex("sha256", body)[32:]}[form]
+    proc = preview("--payload", str(EVENTS / "push.json"), "--event", "push", "--secret", SECRET, "--signature", value)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["kind"] == "PipelineRun"
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("SHA256={sha256}", 'unknown hash type prefix: "SHA256"'),  # the prefix is compared exactly
+    ("sha384={sha256}", 'unknown hash type prefix: "sha384"'),
+    ("{sha256}", 'error parsing signature "{sha256}"'),  # no '='
+    ("sha256={sha256}0", 'error decoding signature "sha256={sha256}0": encoding/hex: odd length hex string'),
+    ("sha256=zz{sha256}", 'error decoding signature "sha256=zz{sha256}": encoding/hex: invalid byte: U+007A \'z\''),
+    ("sha256= {sha256}", 'error decoding signature "sha256= {sha256}": encoding/hex: invalid byte: U+0020 \' \''),  # unlike bytes.fromhex
+    ("sha256=", "payload signature check failed"),  # decodes to no bytes: hmac.Equal is false
+    ("sha512={sha256}", "payload signature check failed"),  # right HMAC, wrong algorithm
+    ("sha1={sha256}", "payload signature check failed"),
+])
+def test_signature_forms_go_github_refuses(value, reason):
+    """go-github v31.0.0 github/messages.go messageMAC and ValidateSignature; Go's
+    encoding/hex Decode (InvalidByteError %#U, ErrLength) for the hex part."""
+    body = (EVENTS / "push.json").read_bytes()
+    value = value.format(sha256=hmac_hex("sha256", body))
+    reason = reason.format(sha256=hmac_hex("sha256", body))
+    proc = preview("--payload", str(EVENTS / "push.json"), "--event", "push", "--secret", SECRET, "--signature", value)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"rejected: github-push: interceptor github-signature-and-event: {reason}"]
+
+
+def test_a_null_body_gets_202_and_the_first_cel_filter_rejects_it(tmp_path):
+    """pkg/sink/validate_payload.go IsValidPayload: json.Unmarshal of `null` into a
+    map[string]interface{} succeeds (Go encoding/json decode.go literalStore sets the map to nil),
+    so the sink answers 202; the cel interceptor (pkg/interceptors/cel/cel.go makeEvalContext)
+    decodes it the same way, and cel-go reads the nil map as an empty one: `body.ref` has no such key."""
+    proc = preview("--payload", raw_payload(tmp_path, "null", b"null"), "--event", "push", "--secret", SECRET)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "rejected: github-push: interceptor not-a-tag: error evaluating cel expression: expression "
+        "\"body.ref.startsWith('refs/heads/')\" failed to evaluate: no such key: ref"]
+    assert tt.validate_payload(b"null") is None and tt.validate_payload(b" null\n") is None
+
+
+@pytest.mark.parametrize(("name", "change", "error"), [
+    ("bom", lambda text: "\ufeff" + text, "invalid character 'ï' looking for beginning of value"),
+    ("nan", lambda text: text.replace('"size": 412', '"size": NaN'), "invalid character 'N' looking for beginning of value"),
+    ("infinity", lambda text: text.replace('"size": 412', '"size": -Infinity'), "invalid character 'I' in numeric literal"),
+])
+def test_a_byte_order_mark_or_a_non_json_number_gets_400(tmp_path, name, change, error):
+    """Go encoding/json scanner.go (checkValid, stateBeginValue): a BOM is not whitespace and
+    NaN/Infinity are not JSON, so IsValidPayload (pkg/sink/validate_payload.go) answers 400."""
+    text = change((EVENTS / "push.json").read_text())
+    assert text != (EVENTS / "push.json").read_text()
+    proc = preview("--payload", raw_payload(tmp_path, name, text.encode()), "--event", "push", "--secret", SECRET)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"rejected: the listener answers 400: Invalid event body format : {error}"]
+
+
+def nested(total: int) -> bytes:
+    """push.json with a field "deep" whose value nests arrays and objects so that the body is `total` levels deep."""
+    text = (EVENTS / "push.json").read_text().rstrip()
+    levels = total - 1  # the body itself is the first
+    opening = "".join('{"d":' if i % 2 else "[" for i in range(levels))
+    closing = "".join("}" if i % 2 else "]" for i in reversed(range(levels)))
+    return (text[:-1] + ',"deep":' + opening + "0" + closing + "}").encode()
+
+
+def depth(data: bytes) -> int:
+    deepest = level = 0
+    for c in data.decode():
+        level += {"{": 1, "[": 1, "}": -1, "]": -1}.get(c, 0)
+        deepest = max(deepest, level)
+    return deepest
+
+
+@pytest.mark.parametrize("total", [3000, 10000])
+def test_a_body_nested_up_to_go_max_depth_starts_a_run(tmp_path, total):
+    """Go encoding/json scanner.go pushParseState: nesting up to maxNestingDepth (10000) is valid,
+    so the sink answers 202 and the run is created (cel-go reads only the fields it needs). The
+    cel package converts the whole body, recursively: preview does not crash (tekton_triggers.deep_stack)."""
+    body = nested(total)
+    assert depth(body) == total
+    proc = preview("--payload", raw_payload(tmp_path, "deep", body), "--event", "push", "--secret", SECRET)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert yaml.safe_load(proc.stdout)["metadata"]["labels"]["iter8-tekton.dev/commit"] == SHA
+
+
+def test_a_body_nested_deeper_than_go_max_depth_gets_400(tmp_path):
+    """Go encoding/json scanner.go pushParseState: the 10001st level is an error (scanner.error:
+    "invalid character" and the bracket that opens it, "exceeded max depth"), even before the
+    decoder would refuse a top-level array."""
+    proc = preview("--payload", raw_payload(tmp_path, "deeper", nested(10001)), "--event", "push", "--secret", SECRET)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "rejected: the listener answers 400: Invalid event body format : invalid character '{' exceeded max depth"]
+    body = b"[" * 10000 + b"{}" + b"]" * 10000
+    with pytest.raises(tt.Rejected, match="^the listener answers 400: Invalid event body format : invalid character '{' exceeded max depth$"):
+        tt.validate_payload(body)
+    tt.validate_payload(b'{"a":' + b"[" * 9998 + b"{}" + b"]" * 9998 + b"}")  # 10000 levels
+
+
+def test_invalid_utf8_gets_202_and_then_fails_the_signature_check(tmp_path):
+    """The sink decodes invalid UTF-8 in a string to U+FFFD (Go encoding/json decode.go
+    unquoteBytes), so it answers 202. It sends the body to the interceptors as a JSON string
+    (pkg/sink/sink.go ExecuteInterceptors: InterceptorRequest.Body = string(event);
+    pkg/interceptors/interceptors.go Execute: json.Marshal), and Go's encode.go appendString
+    writes each invalid byte as \\ufffd: the github interceptor HMACs those re-encoded bytes,
+    not what GitHub signed."""
+    body = (EVENTS / "push.json").read_bytes().replace(b"show star ratings", b"show \xe2\x98 ratings \xff\xc3(")
+    path = raw_payload(tmp_path, "latin", body)
+    proc = preview("--payload", path, "--event", "push", "--secret", SECRET)  # signed as GitHub signs: the bytes sent
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["rejected: github-push: interceptor github-signature-and-event: payload signature check failed"]
+    assert tt.validate_payload(body) is None
+    # Each invalid byte (a truncated sequence too: e2 98) becomes one U+FFFD, as utf8.DecodeRune reads it.
+    reencoded = tt.interceptor_body(body)
+    assert reencoded == (EVENTS / "push.json").read_bytes().replace(b"show star ratings", "show \ufffd\ufffd ratings \ufffd\ufffd(".encode())
+    # A signature over the re-encoded bytes passes: they are what the interceptor checks.
+    proc = preview("--payload", path, "--event", "push", "--secret", SECRET, "--signature", "sha256=" + hmac_hex("sha256", reencoded))
+    assert proc.returncode == 0, proc.stderr
+
+
 @pytest.mark.parametrize(("event", "payload"), [("ping", "ping.json"), ("pull_request", "pull_request.json"), ("create", "create.json")])
 def test_other_events_are_rejected(event, payload):
     proc = preview("--payload", str(EVENTS / payload), "--event", event, "--secret", SECRET)
@@ -294,9 +434,72 @@ sys.path.insert(0, str(ROOT / "hack"))
 import tekton_triggers as tt  # noqa: E402
 
 
-def test_the_sink_answers_400_only_for_a_body_that_is_not_a_json_object():
-    """pkg/sink/validate_payload.go IsValidPayload; everything else gets 202 (sink.go HandleEvent)."""
-    assert [tt.http_status(b) for b in (b"{}", b'{"a":1}', b"[]", b"", b"not json", b"1")] == [202, 202, 400, 400, 400, 400]
+@pytest.mark.parametrize(("body", "error"), [
+    (b"{}", None), (b' \t\r\n{"a":1}\n', None), (b"null", None),
+    (b'{"a":1e-400}', None),  # strconv.ParseFloat: an underflow is 0, not an error
+    (b"[]", "json: cannot unmarshal array into Go value of type map[string]interface {}"),
+    (b'"x"', "json: cannot unmarshal string into Go value of type map[string]interface {}"),
+    (b"1", "json: cannot unmarshal number into Go value of type map[string]interface {}"),
+    (b"", "unexpected end of JSON input"),
+    (b'{"a":', "unexpected end of JSON input"),
+    (b"not json", "invalid character 'o' in literal null (expecting 'u')"),
+    (b"\x0c{}", "invalid character '\\f' looking for beginning of value"),  # only space, \t, \r, \n are whitespace
+    (b"{} {}", "invalid character '{' after top-level value"),
+    (b'{"a":[1,]}', "invalid character ']' looking for beginning of value"),
+    (b'{"a":01}', "invalid character '1' after object key:value pair"),
+    (b'{"a":1.}', "invalid character '}' after decimal point in numeric literal"),
+    (b'{"a":"\x01"}', "invalid character '\\x01' in string literal"),
+    (b'{"a":"\\x"}', "invalid character 'x' in string escape code"),
+    (b'{"a":"\\u00g0"}', "invalid character 'g' in \\u hexadecimal character escape"),
+    (b"-", "invalid character ' ' in numeric literal"),  # scanner.eof reads the end as a space
+    (b'{"a":1e400}', "json: cannot unmarshal number 1e400 into Go value of type float64"),
+    (b'{"a":1e400,"b":x}', "invalid character 'x' looking for beginning of value"),  # checkValid runs first
+])
+def test_the_sink_answers_400_when_go_cannot_decode_the_body_into_a_map(body, error):
+    """pkg/sink/validate_payload.go IsValidPayload: json.Unmarshal into a map[string]interface{}
+    (Go encoding/json scanner.go checkValid, then decode.go); everything else gets 202
+    (sink.go HandleEvent)."""
+    if error is None:
+        tt.validate_payload(body)
+    else:
+        with pytest.raises(tt.Rejected) as why:
+            tt.validate_payload(body)
+        assert str(why.value) == f"the listener answers 400: Invalid event body format : {error}"
+
+
+def test_bodies_decode_as_go_decodes_them():
+    """Go encoding/json decode.go: objectInterface (a later duplicate key wins), convertNumber
+    (every number is a float64), unquoteBytes (U+FFFD for each byte that is not UTF-8 and for
+    each unpaired surrogate escape)."""
+    assert tt.go_unmarshal(b'{"a":1,"a":2}') == {"a": 2.0}
+    assert [type(v) for v in tt.go_unmarshal(b"[412, 1.5, 1e2]", into_map=False)] == [float, float, float]
+    text = tt.go_unmarshal(b'{"s":"\\ud83d\\ude00 \\ud800 \\udc00\\ud800\\u0041 \xe2\x98( \xff \xed\xa0\x80"}')["s"]
+    assert text == "\U0001f600 \ufffd \ufffd\ufffdA \ufffd\ufffd( \ufffd \ufffd\ufffd\ufffd"
+    # The cel interceptor gets the same text (interceptor_body), and decodes it to the same value.
+    body = b'{"s":"\xff\xe2\x98"}'
+    assert tt.interceptor_body(body) == '{"s":"\ufffd\ufffd\ufffd"}'.encode()
+    assert tt.go_unmarshal(tt.interceptor_body(body)) == tt.go_unmarshal(body)
+
+
+def test_parse_json_decodes_as_go_does():
+    """triggers.go parseJSONString: json.Unmarshal into a map, so `null` is an empty map."""
+    request = tt.Request.of(b"{}", {})
+    assert tt.evaluate("'null'.parseJSON()", request, {}) == {}
+    assert tt.evaluate("'{\"n\": 1}'.parseJSON().n", request, {}) == 1.0
+    with pytest.raises(tt.Rejected, match="in parseJSON: json: cannot unmarshal array into Go value of type map"):
+        tt.evaluate("'[1]'.parseJSON()", request, {})
+
+
+def test_binding_values_print_numbers_as_go_does():
+    """pkg/template/jsonpath.go getResults json.Marshals what is not a string; Go encoding/json
+    encode.go floatEncoder writes a float64 like ES6: positional from 1e-6 to 1e21."""
+    values = {"n": b"412", "f": b"1.50", "big": b"1e21", "e20": b"1e20", "small": b"0.000015", "tiny": b"1e-7",
+              "z": b"-0", "list": b'[1,2.5,{"b":true,"a":null}]', "html": b'"<a&b>"'}
+    body = b"{" + b",".join(b'"%s":%s' % (k.encode(), v) for k, v in values.items()) + b"}"
+    binding = {"spec": {"params": [{"name": k, "value": f"$(body.{k})"} for k in values]}}
+    assert tt.bind(binding, tt.Request.of(body, {}), {}) == {
+        "n": "412", "f": "1.5", "big": "1e+21", "e20": "100000000000000000000", "small": "0.000015", "tiny": "1e-7",
+        "z": "-0", "list": '[1,2.5,{"a":null,"b":true}]', "html": "\\u003ca\\u0026b\\u003e"}
 
 
 def test_interceptor_extensions_merge_shallowly_by_top_level_key():
