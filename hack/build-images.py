@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Build (and push) the bundle's images with the docker SDK, tagged with the version and git SHA.
 
-    hack/build-images.py [--registry REGISTRY] [--push] [--kustomize] [--image steps|git ...]
+    hack/build-images.py [--registry REGISTRY] [--push] [--set-images] [--image steps|git ...]
                          [--base IMAGE] [--kubectl-image IMAGE] [--ca-bundle FILE] [--docker-host URL]
 
 Builds images/<name>/Dockerfile for each image (steps: the step programs; git: for
 fetch-source) from a clean context as REGISTRY/<name>:<version> and REGISTRY/<name>:<git sha>,
 and prints the image IDs; with --push, pushes both tags and prints the registry digest.
-With --kustomize, points the bundle at what was built: by digest when pushed, else by the
-git SHA tag. Works with any Docker-API engine (Docker, or podman's `podman system
+With --set-images, points the bundle at what was built (steps-image and git-image in
+triggers/settings.env, the one place the bundle's images are set): by digest when pushed,
+else by the git SHA tag. Works with any Docker-API engine (Docker, or podman's `podman system
 service`), found through DOCKER_HOST or --docker-host.
 """
 
@@ -26,7 +27,7 @@ import docker
 from docker.errors import APIError, BuildError, DockerException
 
 ROOT = Path(__file__).resolve().parent.parent
-PLACEHOLDER = "ghcr.io/iter8-tekton/{}"  # an image's name in tasks/*.yaml
+SETTINGS = Path("triggers") / "settings.env"  # steps-image=..., git-image=... (replacements.yaml)
 # What each image's build context holds (nothing else: no .venv, .git or node_modules).
 CONTEXT_FILES = {
     "steps": ["pyproject.toml", "README.md", "steps", "images/steps/Dockerfile", "images/steps/requirements.txt"],
@@ -88,31 +89,19 @@ def push(client, repository: str, tag: str) -> str:
 
 
 def set_image(reference: str, image: str = "steps") -> None:
-    """Point the bundle's kustomization at the built image."""
-    placeholder = PLACEHOLDER.format(image)
-    if shutil.which("kustomize"):
-        subprocess.run(["kustomize", "edit", "set", "image", f"{placeholder}={reference}"], cwd=ROOT, check=True)
-        return
-    # No kustomize binary (kubectl has no `edit`): rewrite the entry, keeping the file's comments.
-    path = ROOT / "kustomization.yaml"
-    if "@" in reference:
-        name, field = reference.split("@", 1)[0], f"digest: {reference.split('@', 1)[1]}"
-    else:
-        name, _, tag = reference.rpartition(":")
-        field = f"newTag: {tag}"
-    entry = f"  - name: {placeholder}\n    newName: {name}\n    {field}\n"
-    text = path.read_text()
-    pattern = re.compile(rf"  - name: {re.escape(placeholder)}\n(?:    \S.*\n)*")
-    if not pattern.search(text):
-        raise SystemExit(f"error: no images: entry for {placeholder} in kustomization.yaml")
-    path.write_text(pattern.sub(entry, text))
+    """Point the install's settings at the built image (the line `<image>-image=`)."""
+    path = ROOT / SETTINGS
+    text, count = re.subn(rf"^{re.escape(image)}-image=.*$", f"{image}-image={reference}", path.read_text(), flags=re.M)
+    if count != 1:
+        raise SystemExit(f"error: no line {image}-image= in {SETTINGS}")
+    path.write_text(text)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--registry", default="ghcr.io/iter8-tekton", help="where the image goes (default: %(default)s)")
     p.add_argument("--push", action="store_true", help="push both tags and print the digest")
-    p.add_argument("--kustomize", action="store_true", help="point kustomization.yaml at the built images")
+    p.add_argument("--set-images", action="store_true", help=f"point the bundle at the built images ({SETTINGS})")
     p.add_argument("--image", action="append", choices=sorted(CONTEXT_FILES), help="build only this image (default: all)")
     p.add_argument("--base", help="the Debian base image (default: the Dockerfiles' debian:bookworm-slim)")
     p.add_argument("--kubectl-image", help="where kubectl comes from (default: the Dockerfile's registry.k8s.io/kubectl)")
@@ -144,10 +133,10 @@ def main() -> int:
     except (DockerException, APIError) as err:
         print(f"error: {err}; is the engine running (DOCKER_HOST, or --docker-host)?", file=sys.stderr)
         return 1
-    if args.kustomize:
+    if args.set_images:
         for name, reference in references.items():
             set_image(reference, name)
-            print(f"kustomization.yaml: {PLACEHOLDER.format(name)} -> {reference}")
+            print(f"{SETTINGS}: {name}-image={reference}")
     return 0
 
 

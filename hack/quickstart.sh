@@ -214,9 +214,6 @@ apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - $(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$PWD" "$overlay")
-images:
-  - {name: ghcr.io/iter8-tekton/steps, newName: $IMAGES/steps, newTag: 0.1.0}
-  - {name: ghcr.io/iter8-tekton/git, newName: $IMAGES/git, newTag: 0.1.0}
 patches:
   - target: {kind: ConfigMap, name: canary-rollout-settings}
     patch: |-
@@ -224,7 +221,9 @@ patches:
       kind: ConfigMap
       metadata: {name: canary-rollout-settings}
       data:
-        repositories: $REPOSITORY@$APP_BRANCH:$APP_SETTINGS
+        repositories: reviews=$REPOSITORY@$APP_BRANCH:$APP_SETTINGS
+        steps-image: $IMAGES/steps:0.1.0
+        git-image: $IMAGES/git:0.1.0
         image-registry: $REGISTRY:5000/bookinfo
         insecure-registry: "true"
         default-load-url: http://istio-ingressgateway.istio-system/productpage
@@ -233,7 +232,7 @@ patches:
 replacements:
   - path: replacements.yaml
 EOF
-cp triggers/replacements.yaml "$overlay/replacements.yaml"
+cp replacements.yaml "$overlay/replacements.yaml"
 kubectl apply -k "$overlay"
 
 if [ ! -x .venv/bin/python ]; then

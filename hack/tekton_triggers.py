@@ -54,6 +54,10 @@ from cel import stdlib
 from celpy import celparser
 from github_events import go_quote, validate_signature
 
+from steps.start import defaults as template_defaults
+from steps.start import event_value
+from steps.start import render as resolve_resources
+
 logging.getLogger("cel").setLevel(logging.ERROR)  # cel logs a warning per failing callback
 
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")  # apimachinery IsValidLabelValue
@@ -574,10 +578,11 @@ def _go_json(value) -> str:
         if isinstance(item, list):
             return "[" + ",".join([encode(element) for element in item]) + "]"
         return _go_float(item) if isinstance(item, float) else json.dumps(item, ensure_ascii=False)
+    if isinstance(value, str):
+        return event_value(value)
     text = encode(value)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return text[1:-1] if isinstance(value, str) else text
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def bind(binding: dict, request: Request, defaults: dict[str, str]) -> dict[str, str]:
@@ -612,21 +617,11 @@ def bind(binding: dict, request: Request, defaults: dict[str, str]) -> dict[str,
 
 
 def render(template: dict, params: dict[str, str]) -> list[dict]:
-    """resource.go ResolveResources: raw substitution into each resource's JSON text."""
-    declared = [p["name"] for p in template["spec"].get("params") or []]
-    uid = str(uuid.uuid4())
-    resources = []
-    for resource in template["spec"]["resourcetemplates"]:
-        text = json.dumps(resource, separators=(",", ":"))
-        for name in declared:
-            if name in params:
-                text = text.replace(f"$(tt.params.{name})", params[name].replace("$(", "$$("))
-        text = text.replace("$(uid)", uid)
-        try:
-            resources.append(json.loads(text))
-        except ValueError as err:
-            raise Rejected(f"couldn't unmarshal json from the TriggerTemplate: {err}") from None
-    return resources
+    """resource.go ResolveResources (steps/start.py render, which canary-start uses too)."""
+    try:
+        return resolve_resources(template, params)
+    except ValueError as err:
+        raise Rejected(f"couldn't unmarshal json from the TriggerTemplate: {err}") from None
 
 
 def validate_template(template: dict) -> list[str]:
@@ -645,38 +640,79 @@ def label_problems(obj: dict) -> list[str]:
             if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value)]
 
 
+def selected(triggers: list[dict], selector: dict | None) -> list[dict]:
+    """sink.go selectTriggers: the listener's namespace's Triggers its label selector matches
+    (matchLabels; the bundle uses no matchExpressions)."""
+    if not selector:
+        return []
+    if selector.get("matchExpressions"):
+        raise Rejected("matchExpressions in a trigger selector are not emulated")
+    wanted = selector.get("matchLabels") or {}
+    return [t for t in triggers if all(((t["metadata"].get("labels") or {}).get(k)) == v for k, v in wanted.items())]
+
+
+def process_trigger(trigger: dict, name: str, listener: dict, request: Request, extensions: dict, secrets: dict,
+                    bindings: dict, templates: dict) -> list[dict]:
+    """sink.go processTrigger: its interceptors (starting from the group's extensions), its
+    bindings, its template, the labels the sink adds; Rejected when it creates nothing."""
+    attempt = Request(request.body, request.headers, request.path, dict(extensions))
+    run_interceptors(trigger, attempt, secrets)
+    template = templates[trigger["template"]["ref"]]
+    fallback = template_defaults(template)
+    params = dict(fallback)
+    for ref in trigger.get("bindings") or []:
+        params.update(bind(bindings[ref["ref"]], attempt, fallback))
+    created = []
+    for obj in render(template, params):
+        obj.setdefault("metadata", {}).setdefault("labels", {}).update({
+            "triggers.tekton.dev/eventlistener": listener["metadata"]["name"],
+            "triggers.tekton.dev/trigger": name,
+            "triggers.tekton.dev/triggers-eventid": str(uuid.uuid4()),
+        })
+        problems = label_problems(obj)
+        if problems:
+            raise Rejected(f"the create fails: {problems[0]}")
+        created.append(obj)
+    return created
+
+
 @deep_stack
-def process(objects: list[dict], request: Request, secrets: dict[tuple[str, str], str]) -> list[dict]:
+def process(objects: list[dict], request: Request, secrets: dict[tuple[str, str], str], notes: list[str] | None = None) -> list[dict]:
     """What the bundle's EventListener creates for this request; Rejected when nothing.
-    `secrets` maps (Secret name, key) to the value, as the listener's namespace holds them."""
+    `secrets` maps (Secret name, key) to the value, as the listener's namespace holds them.
+    sink.go HandleEvent: the listener's own triggers (inline, and the Triggers its selectors
+    pick), then each trigger group: the group's interceptors once, and if they pass, every
+    Trigger its triggerSelector picks, each starting from the group's extensions
+    (processTriggerGroups). `notes` receives what a user should know besides the result."""
     by_kind = lambda kind: {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}  # noqa: E731
     listeners, bindings, templates = by_kind("EventListener"), by_kind("TriggerBinding"), by_kind("TriggerTemplate")
+    triggers = list(by_kind("Trigger").values())
     if len(listeners) != 1:
         raise Rejected(f"expected one EventListener in the bundle, found {len(listeners)}")
     listener = next(iter(listeners.values()))
+    spec = listener["spec"]
     validate_payload(request.body)
     created, reasons = [], []
-    for trigger in listener["spec"]["triggers"]:
+    work = [(t.get("name", "trigger"), t, {}) for t in spec.get("triggers") or []]
+    work += [(t["metadata"]["name"], t["spec"], {}) for t in selected(triggers, spec.get("labelSelector"))]
+    for group in spec.get("triggerGroups") or []:
         attempt = Request(request.body, request.headers, request.path)
         try:
-            run_interceptors(trigger, attempt, secrets)
-            template = templates[trigger["template"]["ref"]]
-            defaults = {p["name"]: p["default"] for p in template["spec"].get("params") or [] if p.get("default") is not None}
-            params = dict(defaults)
-            for ref in trigger.get("bindings") or []:
-                params.update(bind(bindings[ref["ref"]], attempt, defaults))
-            for obj in render(template, params):
-                obj.setdefault("metadata", {}).setdefault("labels", {}).update({
-                    "triggers.tekton.dev/eventlistener": listener["metadata"]["name"],
-                    "triggers.tekton.dev/trigger": trigger.get("name", ""),
-                    "triggers.tekton.dev/triggers-eventid": str(uuid.uuid4()),
-                })
-                problems = label_problems(obj)
-                if problems:
-                    raise Rejected(f"the create fails: {problems[0]}")
-                created.append(obj)
+            run_interceptors(group, attempt, secrets)
         except Rejected as why:
-            reasons.append(f"{trigger.get('name', 'trigger')}: {why}")
+            reasons.append(f"{group.get('name', 'group')}: {why}")
+            continue
+        members = selected(triggers, (group.get("triggerSelector") or {}).get("labelSelector"))
+        apps = attempt.extensions.get("apps")
+        if notes is not None and isinstance(apps, list) and len(apps) > len(members):
+            notes.append(f"{len(apps)} apps matched, but the group {group.get('name')} has only {len(members)} Triggers: the "
+                         f"apps after the first {len(members)} are not rolled out (add Triggers to triggers/triggers.yaml)")
+        work += [(t["metadata"]["name"], t["spec"], attempt.extensions) for t in members]
+    for name, trigger, extensions in work:
+        try:
+            created += process_trigger(trigger, name, listener, request, extensions, secrets, bindings, templates)
+        except Rejected as why:
+            reasons.append(f"{name}: {why}")
     if not created:
         raise Rejected("; ".join(reasons))
     return created

@@ -2,10 +2,12 @@
 
 The app's kustomize folder comes from the pushed commit, so anyone who can push controls
 it. What it renders is accepted only if it is the candidate's own objects: exactly one
-Deployment named `<deployment>-<version>`, plus ConfigMaps and Secrets named with the
-`-<version>` suffix, all in the run's namespace, and a pod spec that meets the Pod Security
-"baseline" level. The app's shared Service may be in the output; it is never applied.
-Every violation is one line; `check()` returns them all.
+Deployment named `<deployment>-<version>`, plus ConfigMaps, Secrets (of the ordinary
+types), a HorizontalPodAutoscaler and a PodDisruptionBudget for that Deployment, named
+with the `-<version>` suffix, all in the run's namespace; a pod spec that meets the Pod
+Security "baseline" level and gains no right the serving version's pods lack
+(steps/privileges.py); pods that join no other Service. The app's shared Service may be
+in the output; it is never applied. Every violation is one line; `check()` returns them all.
 """
 
 from __future__ import annotations
@@ -13,13 +15,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .kube import CONFIGMAPS, DEPLOYMENTS, SECRETS
+from .common import LABEL_PREFIX, SERVICE_LABEL, VERSION_LABEL
+from .kube import CONFIGMAPS, DEPLOYMENTS, HPAS, PDBS, SECRETS
+from .privileges import Allowance, gained, joins_other_services
+from .routing import pod_labels, selects
 
-# The kinds deploy applies (and its Role grants: tasks/rbac.yaml); cleanup deletes the
-# loser's objects of these kinds by its version label, in this order (Deployment last).
-# To deploy another kind with each candidate, add it here and to the Roles canary-deploy,
-# canary-cleanup and canary-lock (which deletes a superseded run's candidate).
-APPLIED_KINDS = {"ConfigMap": CONFIGMAPS, "Secret": SECRETS, "Deployment": DEPLOYMENTS}
+# The kinds deploy applies (and its Role grants: tasks/rbac.yaml), with the one apiVersion
+# each must have; cleanup deletes the loser's objects of these kinds by its service and
+# version labels, in this order (Deployment last). To deploy another kind with each
+# candidate, add it here and to the Roles canary-deploy, canary-cleanup and canary-lock
+# (which deletes a superseded run's candidate).
+APPLIED_KINDS = {"ConfigMap": CONFIGMAPS, "Secret": SECRETS, "HorizontalPodAutoscaler": HPAS, "PodDisruptionBudget": PDBS,
+                 "Deployment": DEPLOYMENTS}
+# Secret types with no side effect: a kubernetes.io/service-account-token Secret, for one,
+# makes Kubernetes write a ServiceAccount's token into it (k8s.io/api core/v1 types.go SecretType).
+ORDINARY_SECRET_TYPES = {"Opaque", "kubernetes.io/dockercfg", "kubernetes.io/dockerconfigjson", "kubernetes.io/basic-auth",
+                         "kubernetes.io/ssh-auth", "kubernetes.io/tls"}
 
 # Cluster-scoped kinds an app's kustomize output might hold (none may be deployed).
 CLUSTER_SCOPED = {
@@ -43,6 +54,10 @@ SAFE_SYSCTLS = {  # check_sysctls.go sysctlsAllowedV1Dot32
 SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}  # check_seLinuxOptions.go
 
 
+def api_version(kind) -> str:
+    return f"{kind.group}/{kind.version}" if kind.group else kind.version
+
+
 @dataclass
 class Candidate:
     deployment: dict | None = None
@@ -55,14 +70,20 @@ def _name(obj: dict) -> str:
     return (obj.get("metadata") or {}).get("name") or "(no name)"
 
 
-def check(objects: list[dict], *, deployment: str, version: str, namespace: str, service: str) -> Candidate:
-    """Sort the rendered objects into what deploy applies and what it leaves; list violations."""
+def check(objects: list[dict], *, deployment: str, version: str, namespace: str, service: str, baseline: dict,
+          services: list[dict] | None = None, allowance: Allowance | None = None) -> Candidate:
+    """Sort the rendered objects into what deploy applies and what it leaves; list violations.
+    `baseline` is the serving Deployment; `services` the namespace's Services (None: not checked)."""
     result = Candidate()
     expected = f"{deployment}-{version}"
     for obj in objects:
         kind, name = obj.get("kind", "?"), _name(obj)
         where = f"{kind} {name}"
         ns = (obj.get("metadata") or {}).get("namespace")
+        ours = sorted(k for k in (obj.get("metadata") or {}).get("labels") or {} if k.startswith(LABEL_PREFIX) and k != VERSION_LABEL)
+        if ours:
+            result.violations.append(f"{where} sets the label(s) {', '.join(ours)}: the {LABEL_PREFIX} labels are the pipeline's")
+            continue
         if ns and ns != namespace:
             result.violations.append(f"{where} is in namespace {ns}: the candidate may only use the run's namespace {namespace}")
             continue
@@ -81,6 +102,10 @@ def check(objects: list[dict], *, deployment: str, version: str, namespace: str,
                 "kustomize output and deploy it yourself, or extend APPLIED_KINDS in steps/candidate.py and the deploy Role"
             )
             continue
+        if obj.get("apiVersion") != api_version(APPLIED_KINDS[kind]):
+            result.violations.append(f"{where} has apiVersion {obj.get('apiVersion')}; a candidate's {kind} must be "
+                                     f"{api_version(APPLIED_KINDS[kind])}")
+            continue
         if kind == "Deployment":
             if name != expected:
                 result.violations.append(
@@ -90,17 +115,58 @@ def check(objects: list[dict], *, deployment: str, version: str, namespace: str,
                 continue
             result.deployment = obj
             result.violations += [f"{where}: {problem}" for problem in pod_security_baseline(obj)]
-        elif not versioned(name, version):
+        elif kind == "Secret" and obj.get("type", "Opaque") not in ORDINARY_SECRET_TYPES:
+            result.violations.append(f"{where} has type {obj.get('type')}; a candidate's Secrets may only be of the ordinary "
+                                     f"types ({', '.join(sorted(ORDINARY_SECRET_TYPES))})")
+            continue
+        if kind != "Deployment" and not versioned(name, version):
             result.violations.append(
                 f"{where} is not named with the version suffix -{version}: a candidate may only create its own objects "
                 f"(name it e.g. {name}-VERSION, or deploy shared objects yourself and leave them out of the kustomize folder)"
             )
             continue
         result.applied.append(obj)
-    if result.deployment is None and not any(v.startswith("Deployment ") for v in result.violations):
-        result.violations.append(f"no Deployment {expected} in the kustomize output; the config must define the app's Deployment")
+    if result.deployment is None:
+        if not any(v.startswith("Deployment ") for v in result.violations):
+            result.violations.append(f"no Deployment {expected} in the kustomize output; the config must define the app's Deployment")
+        return result
+    where = f"Deployment {expected}"
+    own_secrets = {o["metadata"]["name"] for o in result.applied if o.get("kind") == "Secret"}
+    result.violations += [f"{where}: {p}" for p in gained(result.deployment, baseline, own_secrets=own_secrets, allowance=allowance or Allowance())]
+    if services is not None:
+        result.violations += [f"{where}: {p}" for p in joins_other_services(result.deployment, baseline, services, service)]
+    for obj in result.applied:
+        if obj["kind"] == "HorizontalPodAutoscaler":
+            result.violations += _autoscaler(obj, expected)
+        elif obj["kind"] == "PodDisruptionBudget":
+            result.violations += _disruption_budget(obj, result.deployment, baseline)
+        obj["metadata"].setdefault("labels", {}).update({VERSION_LABEL: version, SERVICE_LABEL: service})
     result.applied.sort(key=lambda o: o.get("kind") == "Deployment")
     return result
+
+
+def _autoscaler(hpa: dict, candidate: str) -> list[str]:
+    """An autoscaler may only scale the candidate (kustomize's overlay retargets the app's)."""
+    target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+    wanted = {"apiVersion": "apps/v1", "kind": "Deployment", "name": candidate}
+    if target != wanted:
+        return [f"HorizontalPodAutoscaler {_name(hpa)} scales {target.get('kind')} {target.get('name')}; a candidate's "
+                f"autoscaler may only scale its own Deployment {candidate} (scaleTargetRef {wanted})"]
+    return []
+
+
+def _disruption_budget(pdb: dict, candidate: dict, baseline: dict) -> list[str]:
+    """A disruption budget may only cover the candidate's pods, never the serving version's."""
+    selector = (pdb.get("spec") or {}).get("selector") or {}
+    where = f"PodDisruptionBudget {_name(pdb)}"
+    if set(selector) - {"matchLabels"}:
+        return [f"{where}: its selector may only use matchLabels"]
+    labels = selector.get("matchLabels") or {}
+    if not selects(labels, pod_labels(candidate)):
+        return [f"{where} does not select the candidate's pods (its selector must match their labels, version included)"]
+    if selects(labels, pod_labels(baseline)):
+        return [f"{where} also selects the serving version's pods; a candidate's budget may only cover its own pods"]
+    return []
 
 
 def _containers(pod: dict):

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from . import iter8
 from .common import (
+    SERVICE_LABEL,
     STABLE_LABEL,
     VERSION_LABEL,
     BadInput,
@@ -31,20 +32,22 @@ from .candidate import APPLIED_KINDS
 from .kube import DEPLOYMENTS, Kind, Kube, follow
 from .routing import deployment_weights, replicas_ready, service_deployments
 
-# Besides the loser's Deployment, the kinds deleted by the loser's version label: what
-# deploy applies for a candidate.
+# Besides the loser's Deployment, the kinds deleted by the loser's service and version
+# labels: what deploy applies for a candidate.
 VERSIONED_KINDS = tuple(APPLIED_KINDS.values())
 
 
-def plan_deletions(kube: Kube, namespace: str, winner: dict, loser: dict | None, loser_name: str) -> list[tuple[Kind, str]]:
-    """The loser's versioned objects first, its Deployment last (so a re-run finds what is left)."""
+def plan_deletions(kube: Kube, namespace: str, service: str, winner: dict, loser: dict | None,
+                   loser_name: str) -> list[tuple[Kind, str]]:
+    """The loser's versioned objects first, its Deployment last (so a re-run finds what is left).
+    Selected by service and version: two services rolled out from one commit share the version."""
     if loser is None:
         return []
     plan: list[tuple[Kind, str]] = []
     version = (loser["metadata"].get("labels") or {}).get(VERSION_LABEL)
     if version and version != (winner["metadata"].get("labels") or {}).get(VERSION_LABEL):
         for kind in VERSIONED_KINDS:
-            for obj in kube.items(kind, namespace, f"{VERSION_LABEL}={version}"):
+            for obj in kube.items(kind, namespace, f"{SERVICE_LABEL}={service},{VERSION_LABEL}={version}"):
                 if (kind, obj["metadata"]["name"]) != (DEPLOYMENTS, loser_name):
                     plan.append((kind, obj["metadata"]["name"]))
     plan.append((DEPLOYMENTS, loser_name))
@@ -101,7 +104,7 @@ def remove_loser(kube: Kube, adapter, exp: dict, dry_run: bool = False) -> tuple
     if routed.get(loser_name, 0) > 0:
         raise RolloutFailed(f"Istio still routes traffic (weight {routed[loser_name]}) to the loser {loser_name}; {nothing}")
 
-    plan = plan_deletions(kube, ns, winner, loser, loser_name)
+    plan = plan_deletions(kube, ns, service, winner, loser, loser_name)
     log(f"{outcome.result}: winner {winner_name} ({how_many}), loser {loser_name}")
     if dry_run:
         for kind, obj in plan:

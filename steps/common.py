@@ -32,6 +32,9 @@ SERVICE_LABEL = LABEL_PREFIX + "service"  # on a PipelineRun: the Service it rol
 DEFAULT_RESULTS_DIR = "/tekton/results"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# k8s.io/apimachinery pkg/util/validation validation.go: IsQualifiedName, IsValidLabelValue.
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _COMMIT_LIKE = re.compile(r"^[0-9a-z]{7,40}$")
 _HEX = set("0123456789abcdef")
 
@@ -160,6 +163,31 @@ def check_name(value: str, what: str) -> str:
             "digits and '-', starting and ending with a letter or digit"
         )
     return value
+
+
+def metadata_problems(metadata: dict, where: str) -> list[str]:
+    """Labels and annotations the API server would refuse (validation.go IsQualifiedName,
+    IsValidLabelValue; annotations: string values, 256 KiB in all), one line each."""
+    problems = []
+    for field in ("labels", "annotations"):
+        values = metadata.get(field)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"{where}.{field} must be a mapping of strings")
+            continue
+        for key, value in values.items():
+            prefix, _, name = key.rpartition("/") if isinstance(key, str) else ("", "", "")
+            if not (name and len(name) <= 63 and _QUALIFIED_NAME.fullmatch(name)
+                    and (not prefix or (len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix)))):
+                problems.append(f"{where}.{field} key {key!r} is not a valid Kubernetes key")
+            elif not isinstance(value, str):
+                problems.append(f"{where}.{field}[{key}] must be a string (quote it), not {value!r}")
+            elif field == "labels" and not (len(value) <= 63 and (value == "" or _QUALIFIED_NAME.fullmatch(value))):
+                problems.append(f"{where}.labels[{key}] {value!r} is not a valid label value")
+        if field == "annotations" and sum(len(str(k)) + len(str(v)) for k, v in values.items()) > 256 * 1024:
+            problems.append(f"{where}.annotations are larger than 256 KiB in all")
+    return problems
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")

@@ -19,7 +19,6 @@ import yaml
 from . import iter8
 from .common import (
     RUN_LABEL,
-    STABLE_LABEL,
     BadInput,
     add_results_dir,
     check_name,
@@ -29,33 +28,9 @@ from .common import (
     write_results,
 )
 from .kube import ApiError, Kube
-from .routing import deployment_weights, service_deployments
+from .routing import find_baseline
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "iter8-tekton"}
-
-
-def _one(names: list[str], how: str, service: str) -> str | None:
-    if len(names) > 1:
-        raise BadInput(
-            f"cannot tell which Deployment serves {service}: {', '.join(sorted(names))} are all {how}; pass --baseline"
-        )
-    return names[0] if names else None
-
-
-def find_baseline(kube: Kube, namespace: str, service: str, candidate: str) -> tuple[str, str]:
-    """The Deployment serving the service now, and how it was found."""
-    deployments = [d for d in service_deployments(kube, namespace, service) if d["metadata"]["name"] != candidate]
-    if not deployments:
-        raise BadInput(f"service {namespace}/{service} has no matching deployments (other than the candidate); deploy the app first or pass --baseline")
-    stable = [d["metadata"]["name"] for d in deployments if (d["metadata"].get("labels") or {}).get(STABLE_LABEL) == "true"]
-    if found := _one(stable, f"labelled {STABLE_LABEL}=true", service):
-        return found, "marked stable by the last rollout"
-    weights = deployment_weights(kube, namespace, service, deployments)
-    routed = [name for name, weight in weights.items() if weight > 0]
-    if routed and (found := _one(routed, "routed traffic by Istio", service)):
-        return found, "receives all of Istio's traffic"
-    selected = [d["metadata"]["name"] for d in deployments]
-    return _one(selected, f"selected by service {service}", service), "the only Deployment the service selects"
 
 
 def build_experiment(template: dict, name: str, namespace: str, service: str, baseline: str, candidate: str, run_name: str) -> dict:
@@ -134,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     kube = None if args.dry_run else Kube()
     baseline, how = args.baseline, "given with --baseline"
     if not baseline:
-        baseline, how = find_baseline(kube, args.namespace, args.service, args.candidate)
+        serving, how = find_baseline(kube, args.namespace, args.service, args.candidate)
+        baseline = serving["metadata"]["name"]
 
     exp = build_experiment(template, name, args.namespace, args.service, baseline, args.candidate, args.run)
     if args.dry_run:

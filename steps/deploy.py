@@ -6,8 +6,10 @@ available, and get iter8 going if it paused while the candidate was starting.
 
 The manifests come from the pushed commit, so they are rendered (patch_kustomize) and
 checked (candidate) here, right before they are applied: exactly one Deployment
-BASE-VER, ConfigMaps and Secrets named with the version, nothing else; the shared Service
-is never applied. --check-only stops after the check and needs no cluster.
+BASE-VER, ConfigMaps, Secrets, an autoscaler and a disruption budget named with the
+version, nothing else; no right the serving version's pods lack; the shared Service is
+never applied, and no object of another service is overwritten. --check-only stops after
+the check; with --baseline-manifest it reads no cluster.
 
 iter8 1.0.1 checks the targets when the candidate Deployment is created and waits at most
 15 s for it to be ready; a slower candidate leaves the experiment paused for good
@@ -22,9 +24,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import yaml
+
+from . import install as installs
 from . import iter8
 from .candidate import APPLIED_KINDS, check
 from .common import (
+    SERVICE_LABEL,
     BadInput,
     Problems,
     RolloutFailed,
@@ -37,23 +43,61 @@ from .common import (
     run,
     write_results,
 )
-from .kube import DEPLOYMENTS, Kube, follow
+from .kube import DEPLOYMENTS, SERVICES, ApiError, Kube, follow
 from .patch_kustomize import parse_image, render
-from .routing import replicas_ready
+from .privileges import Allowance
+from .routing import find_baseline, replicas_ready
 
-FIELD_MANAGER = "iter8-tekton"
+
+def field_manager(service: str) -> str:
+    """One server-side apply manager per service: applying over another service's object
+    conflicts (409) instead of silently taking it over."""
+    return f"iter8-tekton-{service}"
 RESUME_WAIT = 30.0  # seconds for iter8 to detect the targets after a resume (it polls each for up to 15 s)
 
 
-def rendered_candidate(kustomize_dir: Path, version: str, image: str, *, deployment: str, namespace: str, service: str):
-    """Render and check; Problems (one line each) when the candidate is not allowed."""
+def rendered_candidate(kustomize_dir: Path, version: str, image: str, *, deployment: str, namespace: str, service: str,
+                       baseline: dict, services: list[dict] | None, allowance: Allowance):
+    """Render and check against the serving Deployment; Problems (one line each) when the
+    candidate is not allowed."""
     mode, objects = render(kustomize_dir, version, image)
-    candidate = check(objects, deployment=deployment, version=version, namespace=namespace, service=service)
+    candidate = check(objects, deployment=deployment, version=version, namespace=namespace, service=service,
+                      baseline=baseline, services=services, allowance=allowance)
     if candidate.violations:
         raise Problems(candidate.violations, f"the kustomize output of {kustomize_dir} is not a deployable candidate "
                        f"({len(candidate.violations)} problem(s) above); nothing was applied")
     log(f"rendered {len(objects)} objects ({mode} mode) from {kustomize_dir}")
     return candidate
+
+
+def others(kube: Kube, namespace: str, service: str, objects: list[dict]) -> list[str]:
+    """The objects to apply that exist already and belong to another service (or to nobody
+    this pipeline knows): applying would overwrite them."""
+    problems = []
+    for obj in objects:
+        existing = kube.get(APPLIED_KINDS[obj["kind"]], namespace, obj["metadata"]["name"])
+        owner = ((existing or {}).get("metadata", {}).get("labels") or {}).get(SERVICE_LABEL)
+        if existing is not None and owner != service:
+            problems.append(f"{obj['kind']} {obj['metadata']['name']} exists already and belongs to "
+                            f"{f'service {owner}' if owner else 'no service this pipeline deployed'}; rename it in the app's "
+                            "kustomize folder so that it cannot be another's")
+    return problems
+
+
+def apply(kube: Kube, namespace: str, service: str, objects: list[dict]) -> None:
+    problems = others(kube, namespace, service, objects)
+    if problems:
+        raise Problems(problems, f"{len(problems)} object(s) of the candidate would overwrite another's; nothing was applied")
+    for obj in objects:
+        obj["metadata"]["namespace"] = namespace
+        try:
+            kube.apply(APPLIED_KINDS[obj["kind"]], namespace, obj, field_manager(service))
+        except ApiError as err:
+            if err.status != 409:
+                raise
+            raise BadInput(f"applying {obj['kind']} {obj['metadata']['name']} conflicts with another manager ({err.detail}); "
+                           "another service or someone by hand owns it: rename it in the app's kustomize folder") from None
+    log(f"applied {len(objects)} objects (server-side apply, field manager {field_manager(service)})")
 
 
 def availability(deployment: dict) -> tuple[bool, str]:
@@ -133,10 +177,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--kustomize-dir", required=True, type=Path, help="the app's kustomize folder (not modified)")
     p.add_argument("--version", required=True, help="the candidate's version, e.g. the short commit SHA")
     p.add_argument("--image", required=True, help="the candidate's image, by digest")
+    p.add_argument("--baseline", default="", help="the serving Deployment (create_experiment's result; default: found as it finds it)")
     p.add_argument("--experiment", help="the experiment to resume if iter8 paused it while the candidate was starting")
     p.add_argument("--rollout-timeout", type=float, default=600, help="seconds for the candidate to become available (default: %(default)s)")
     p.add_argument("--resume-attempts", type=int, default=3, help="resumes of a paused experiment at most (default: %(default)s)")
-    p.add_argument("--check-only", action="store_true", help="render and check, apply nothing, touch no cluster")
+    p.add_argument("--check-only", action="store_true", help="render and check, apply nothing")
+    p.add_argument("--baseline-manifest", type=Path,
+                   help="with --check-only: compare with this Deployment manifest and read no cluster (other Services are not checked)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--install-settings", default=installs.NAME, help="the install's ConfigMap (default: %(default)s)")
+    which.add_argument("--install-settings-file", help="read the install's settings from a KEY=VALUE file instead")
     add_results_dir(p)
     args = p.parse_args(argv)
 
@@ -147,8 +197,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = check_name(f"{args.deployment}-{version}", "candidate Deployment name")
     if args.rollout_timeout <= 0 or args.resume_attempts < 0:
         raise BadInput("--rollout-timeout must be positive and --resume-attempts not negative")
-    candidate = rendered_candidate(args.kustomize_dir, version, args.image, deployment=args.deployment,
-                                   namespace=args.namespace, service=args.service)
+    if args.baseline_manifest and not args.check_only:
+        raise BadInput("--baseline-manifest is only for --check-only; a deploy compares with the serving version in the cluster")
+
+    kube = None if args.baseline_manifest else Kube()
+    if kube is None:
+        baseline, services = serving_manifest(args.baseline_manifest), None
+        install = installs.read(args.namespace, file=args.install_settings_file) if args.install_settings_file else installs.Install()
+    else:
+        install = installs.read(args.namespace, args.install_settings, args.install_settings_file, kube)
+        baseline = find_baseline(kube, args.namespace, args.service, name, args.baseline or None)[0]
+        services = kube.items(SERVICES, args.namespace)
+    candidate = rendered_candidate(args.kustomize_dir, version, args.image, deployment=args.deployment, namespace=args.namespace,
+                                   service=args.service, baseline=baseline, services=services,
+                                   allowance=install.allowance(args.service))
+    log(f"compared with the serving version {baseline['metadata']['name']}")
     for where in candidate.shared:
         log(f"left alone: {where} (shared between the versions; the pipeline never applies it)")
     for obj in candidate.applied:
@@ -157,16 +220,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_results(args.results_dir, deployment=name)
         return 0
 
-    kube = Kube()
-    for obj in candidate.applied:
-        obj["metadata"]["namespace"] = args.namespace
-        kube.apply(APPLIED_KINDS[obj["kind"]], args.namespace, obj, FIELD_MANAGER)
-    log(f"applied {len(candidate.applied)} objects (server-side apply, field manager {FIELD_MANAGER})")
+    apply(kube, args.namespace, args.service, candidate.applied)
     write_results(args.results_dir, deployment=name)
     wait_available(kube, args.namespace, name, args.rollout_timeout)
     if args.experiment:
         resume_if_paused(kube, args.namespace, check_name(args.experiment, "experiment name"), args.resume_attempts)
     return 0
+
+
+def serving_manifest(path: Path) -> dict:
+    """A Deployment manifest the user gives to compare with (--check-only, no cluster)."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise BadInput(f"cannot read the Deployment in {path}: {err}; pass a Deployment manifest") from None
+    if not isinstance(loaded, dict) or loaded.get("kind") != "Deployment" or not (loaded.get("metadata") or {}).get("name"):
+        raise BadInput(f"{path} is not a Deployment manifest; pass the serving version's Deployment (kubectl get deployment -o yaml)")
+    return loaded
 
 
 def entry() -> None:

@@ -14,7 +14,7 @@ from importlib import resources
 
 import yaml
 
-from .common import RUN_LABEL, BadInput, Problems, parse_duration
+from .common import LABEL_PREFIX, RUN_LABEL, BadInput, Problems, metadata_problems, parse_duration
 from .kube import ApiError, Kind
 
 GROUP = "iter8.tools"
@@ -277,11 +277,14 @@ def label_values(service: str, deployment: str, namespace: str) -> tuple[str, st
 
 
 # What an Experiment template from the app's repository may set (anything else is refused):
-# the criteria, how long it runs and how traffic shifts. The pipeline sets the rest: the
-# name, namespace, labels and targets. A tree of allowed keys; True allows any value there.
+# the criteria, how long it runs and how traffic shifts, and labels and annotations (iter8
+# 1.0.1 reads none of its own: its notifier only matches labels to choose whom to tell,
+# pkg/notifier/notifier.go). The pipeline sets the rest: the name, namespace, its labels and
+# the targets. A tree of allowed keys; True allows any value there.
 # iter8 1.0.1 fields: pkg/apis/iter8/v1alpha2/experiment_types.go ExperimentSpec.
+TEMPLATE_METADATA = {"name": True, "labels": True, "annotations": True}
 ALLOWED_V1ALPHA2 = {
-    "apiVersion": True, "kind": True, "metadata": {"name": True},
+    "apiVersion": True, "kind": True, "metadata": TEMPLATE_METADATA,
     "spec": {
         "service": {"name": True, "baseline": True, "candidates": True},  # filled in by the pipeline
         "criteria": True,  # checked item by item below
@@ -292,7 +295,7 @@ ALLOWED_V1ALPHA2 = {
 CRITERION_V1ALPHA2 = {"metric": True, "threshold": {"type": True, "value": True, "cutoffTrafficOnViolation": True}, "isReward": True}
 # iter8 v0.2 / the 2019 controller: pkg/apis/iter8/v1alpha1/experiment_types.go.
 ALLOWED_V1ALPHA1 = {
-    "apiVersion": True, "kind": True, "metadata": {"name": True},
+    "apiVersion": True, "kind": True, "metadata": TEMPLATE_METADATA,
     "spec": {
         "targetService": {"name": True, "apiVersion": True, "baseline": True, "candidate": True},
         "trafficControl": {"strategy": True, "interval": True, "maxIterations": True, "trafficStepSize": True,
@@ -333,6 +336,13 @@ def check_template(exp: dict, limits: TemplateLimits, source: str) -> None:
     allowed = ALLOWED_V1ALPHA2 if adapter is ADAPTERS[V1Alpha2.api_version] else ALLOWED_V1ALPHA1
     problems = [f"{source}: {field} may not be set by the app's template (the pipeline sets it, or it is not allowed)"
                 for field in _unknown_fields(exp, allowed, "")]
+    metadata = exp.get("metadata") if isinstance(exp.get("metadata"), dict) else {}
+    problems += [f"{source}: {p}" for p in metadata_problems(metadata, "metadata")]
+    for part in ("labels", "annotations"):
+        values = metadata.get(part) if isinstance(metadata.get(part), dict) else {}
+        ours = sorted(k for k in values if isinstance(k, str) and k.startswith(LABEL_PREFIX))
+        problems += [f"{source}: metadata.{part}[{key}] may not be set by the app's template: the {LABEL_PREFIX} keys are "
+                     "the pipeline's" for key in ours]
     spec = exp.get("spec") or {}
     if allowed is ALLOWED_V1ALPHA2:
         for i, criterion in enumerate(spec.get("criteria") or []):

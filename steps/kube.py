@@ -48,6 +48,8 @@ DEPLOYMENTS = Kind("apps", "v1", "deployments")
 SERVICES = Kind("", "v1", "services")
 CONFIGMAPS = Kind("", "v1", "configmaps")
 SECRETS = Kind("", "v1", "secrets")
+HPAS = Kind("autoscaling", "v2", "horizontalpodautoscalers")
+PDBS = Kind("policy", "v1", "poddisruptionbudgets")
 # v1alpha3 is served by every Istio release from the iter8 1.0 era to today.
 VIRTUAL_SERVICES = Kind("networking.istio.io", "v1alpha3", "virtualservices")
 DESTINATION_RULES = Kind("networking.istio.io", "v1alpha3", "destinationrules")

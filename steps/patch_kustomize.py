@@ -192,8 +192,9 @@ def image_override(deployments: list[dict], image: str) -> dict:
 
 
 def overlay_transformers(version: str) -> list[dict]:
-    """The version suffix on Deployments, ConfigMaps and Secrets (kustomize rewrites the
-    references to them); the version label on Deployments. Never on Services."""
+    """The version suffix on the kinds a candidate applies (kustomize rewrites the references
+    to them, an autoscaler's scaleTargetRef included); the version label on Deployments and
+    on a disruption budget's selector, so it covers the candidate's pods only. Never on Services."""
     on_deployment = lambda path: {"kind": "Deployment", "path": path, "create": True}  # noqa: E731
     return [
         {
@@ -212,6 +213,7 @@ def overlay_transformers(version: str) -> list[dict]:
                 on_deployment("metadata/labels"),
                 on_deployment("spec/selector/matchLabels"),
                 on_deployment("spec/template/metadata/labels"),
+                {"kind": "PodDisruptionBudget", "path": "spec/selector/matchLabels", "create": True},
             ],
         },
     ]

@@ -6,7 +6,7 @@ check that no traffic goes to a version before it is deleted (cleanup).
 
 from __future__ import annotations
 
-from .common import BadInput
+from .common import STABLE_LABEL, BadInput
 from .kube import DEPLOYMENTS, DESTINATION_RULES, SERVICES, VIRTUAL_SERVICES, Kube
 
 
@@ -14,7 +14,8 @@ def hosts(service: str, namespace: str) -> set[str]:
     return {service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"}
 
 
-def _selects(selector: dict, labels: dict) -> bool:
+def selects(selector: dict | None, labels: dict) -> bool:
+    """A selector (a map, as a Service's or a subset's) selects objects with these labels."""
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
@@ -40,7 +41,7 @@ def service_deployments(kube: Kube, namespace: str, service: str) -> list[dict]:
     selector = (svc.get("spec") or {}).get("selector") or {}
     if not selector:
         raise BadInput(f"service {namespace}/{service} has no selector, so no Deployment backs it; pass --baseline")
-    return [d for d in kube.items(DEPLOYMENTS, namespace) if _selects(selector, pod_labels(d))]
+    return [d for d in kube.items(DEPLOYMENTS, namespace) if selects(selector, pod_labels(d))]
 
 
 def subset_weights(kube: Kube, namespace: str, service: str) -> dict[str, int]:
@@ -80,6 +81,35 @@ def deployment_weights(kube: Kube, namespace: str, service: str, deployments: li
     result = {d["metadata"]["name"]: 0 for d in deployments}
     for subset, weight in weights.items():
         for d in deployments:
-            if _selects(labels.get(subset, {}), pod_labels(d)):
+            if selects(labels.get(subset, {}), pod_labels(d)):
                 result[d["metadata"]["name"]] += weight
     return result
+
+
+def _one(names: list[str], how: str, service: str) -> str | None:
+    if len(names) > 1:
+        raise BadInput(
+            f"cannot tell which Deployment serves {service}: {', '.join(sorted(names))} are all {how}; pass --baseline"
+        )
+    return names[0] if names else None
+
+
+def find_baseline(kube: Kube, namespace: str, service: str, candidate: str, name: str | None = None) -> tuple[dict, str]:
+    """The Deployment serving the service now (the one named, if given), and how it was found."""
+    deployments = [d for d in service_deployments(kube, namespace, service) if d["metadata"]["name"] != candidate]
+    if name:
+        named = [d for d in deployments if d["metadata"]["name"] == name]
+        if not named:
+            raise BadInput(f"baseline {name} is not a Deployment that service {namespace}/{service} selects; check the baseline")
+        return named[0], "given as the baseline"
+    if not deployments:
+        raise BadInput(f"service {namespace}/{service} has no matching deployments (other than the candidate); deploy the app first or pass --baseline")
+    by_name = {d["metadata"]["name"]: d for d in deployments}
+    stable = [n for n, d in by_name.items() if (d["metadata"].get("labels") or {}).get(STABLE_LABEL) == "true"]
+    if found := _one(stable, f"labelled {STABLE_LABEL}=true", service):
+        return by_name[found], "marked stable by the last rollout"
+    weights = deployment_weights(kube, namespace, service, deployments)
+    routed = [n for n, weight in weights.items() if weight > 0]
+    if routed and (found := _one(routed, "routed traffic by Istio", service)):
+        return by_name[found], "receives all of Istio's traffic"
+    return by_name[_one(list(by_name), f"selected by service {service}", service)], "the only Deployment the service selects"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -31,13 +30,15 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
+from . import install as installs
 from . import iter8
 from .common import BadInput, Problems, add_results_dir, check_name, log, parser, run, write_results
 from .deploy import rendered_candidate
-from .kube import CONFIGMAPS, Kube
+from .install import Install
+from .kube import SERVICES, Kube
+from .routing import find_baseline
 
-FILE = ".iter8-tekton.yaml"
-INSTALL_SETTINGS = "canary-rollout-settings"
+FILE = installs.DEFAULT_SETTINGS_FILE
 DEFAULTS = {
     "kustomize-dir": "kustomize", "experiment-template": "", "context": ".", "dockerfile": "Dockerfile",
     "load": {"rate": 10, "concurrency": 2}, "timeouts": {"experiment": 3600, "rollout": 600},
@@ -59,54 +60,6 @@ def _number(text: str) -> int | float:
 
 
 NUMBERS = {"load-rate": _number, "load-concurrency": int, "experiment-timeout": int, "rollout-timeout": int, "keep-runs": int}
-
-
-@dataclass
-class Install:
-    """The install's settings: defaults, allowlists and caps (the ConfigMap canary-rollout-settings)."""
-
-    image_registry: str = ""
-    insecure_registry: str = "false"
-    default_load_url: str = ""
-    default_load_host: str = ""
-    load_hosts: tuple[str, ...] = ()
-    max_load_rate: float = 100
-    max_load_concurrency: int = 16
-    max_experiment_timeout: int = 3600
-    max_rollout_timeout: int = 1800
-    max_keep_runs: int = 20
-    max_interval: int = 300
-    max_iterations: int = 100
-    dashboard_url: str = ""
-    github_api_url: str = "https://api.github.com"
-
-    @classmethod
-    def from_data(cls, data: dict[str, str]) -> "Install":
-        values = {}
-        for name, default in cls.__dataclass_fields__.items():
-            raw = (data.get(name.replace("_", "-")) or "").strip()
-            if not raw:
-                continue
-            kind = type(default.default)
-            try:
-                values[name] = tuple(h.strip() for h in raw.split(",") if h.strip()) if kind is tuple else kind(raw)
-            except ValueError:
-                raise BadInput(f"install setting {name.replace('_', '-')}={raw!r} is not a {kind.__name__}; fix the ConfigMap {INSTALL_SETTINGS}") from None
-        return cls(**values)
-
-
-def read_install(args) -> Install:
-    if args.install_settings_file:
-        return Install.from_data(_env_file(Path(args.install_settings_file)))
-    config = Kube().get(CONFIGMAPS, args.namespace, args.install_settings)
-    if config is None:
-        raise BadInput(f"ConfigMap {args.namespace}/{args.install_settings} does not exist; install the bundle (kubectl apply -k)")
-    return Install.from_data(config.get("data") or {})
-
-
-def _env_file(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def inside(checkout: Path, relative: str, what: str) -> Path:
@@ -202,6 +155,18 @@ def load_url_problems(url: str, install: Install, source: str) -> list[str]:
             "the pipeline does not send load to other hosts"]
 
 
+def load_target(param: tuple[str, str], file: tuple, install: Install) -> tuple:
+    """(url, host) of the load. A Host header belongs to its URL: the install's default host
+    goes only with the install's default URL, the file's host with the file's URL or the
+    install's, a param's host with any URL; a URL given without a host gets no Host header."""
+    (param_url, param_host), (file_url, file_host) = param, file
+    if param_url:
+        return param_url, param_host
+    if file_url is not None:
+        return file_url, param_host or file_host or ""
+    return install.default_load_url, param_host or file_host or install.default_load_host
+
+
 def resolve(document: dict | None, overrides: dict[str, str], install: Install, namespace: str, source: str) -> dict:
     """The settings: the file's, overridden by non-empty params, then defaults; checked."""
     settings = json.loads(json.dumps(DEFAULTS))
@@ -210,10 +175,10 @@ def resolve(document: dict | None, overrides: dict[str, str], install: Install, 
     if document is not None:
         problems += schema_problems(document, install, source)
         for key, value in document.items():
-            if isinstance(value, dict) and isinstance(settings.get(key), dict):
-                settings[key].update(value)
-            else:
+            if not isinstance(settings.get(key), dict):
                 settings[key] = value
+            elif isinstance(value, dict):  # else the schema has said what is wrong with it
+                settings[key].update(value)
     for param, path in OVERRIDES.items():
         value = overrides.get(param) or ""
         if value:
@@ -224,8 +189,9 @@ def resolve(document: dict | None, overrides: dict[str, str], install: Install, 
     if not settings.get("service"):
         problems.append(f"no service: add {FILE} to the app's repository (see README, \"Add a service\"), or pass the service param")
     settings.setdefault("deployment", settings.get("service"))
-    settings["load"].setdefault("url", install.default_load_url)
-    settings["load"].setdefault("host", install.default_load_host)
+    file_load = (document or {}).get("load") if isinstance((document or {}).get("load"), dict) else {}
+    settings["load"]["url"], settings["load"]["host"] = load_target(
+        (overrides.get("load-url") or "", overrides.get("load-host") or ""), (file_load.get("url"), file_load.get("host")), install)
     if not problems:
         problems += schema_problems({k: v for k, v in settings.items() if v is not None}, install, "the resolved settings")
     url = settings["load"]["url"]
@@ -252,8 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkout", required=True, type=Path, help="the app's repository, checked out")
     p.add_argument("--version", required=True, help="the candidate's version (the short commit SHA)")
     p.add_argument("--file", default=FILE, help="the settings file in the repository (default: %(default)s)")
+    p.add_argument("--bound-service", default="",
+                   help="the service the install's repositories entry that started this run binds (empty: none, a run by hand)")
+    p.add_argument("--baseline", default="", help="the serving Deployment to compare the candidate with (default: found)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--install-settings", default=INSTALL_SETTINGS, help="the install's ConfigMap (default: %(default)s)")
+    which.add_argument("--install-settings", default=installs.NAME, help="the install's ConfigMap (default: %(default)s)")
     which.add_argument("--install-settings-file", help="read the install's settings from a KEY=VALUE file instead")
     p.add_argument("--image-repository", default="", help="where to push (default: the install's image-registry/<service>)")
     for param in OVERRIDES:
@@ -262,11 +231,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     namespace = check_name(args.namespace, "namespace")
 
-    install = read_install(args)
+    kube = Kube()
+    install = installs.read(namespace, args.install_settings, args.install_settings_file, kube)
     document = read_file(args.checkout, args.file)
     log(f"settings: {args.file}" if document is not None else f"settings: no {args.file} in the repository; params and defaults only")
     settings = resolve(document, {k: getattr(args, k.replace("-", "_")) for k in OVERRIDES}, install, namespace, args.file)
     service, deployment = settings["service"], settings["deployment"]
+    if args.bound_service and service != args.bound_service:
+        raise BadInput(f"{args.file} rolls out service {service}, but the install binds this repository entry to "
+                       f"{args.bound_service}; a repository may roll out only its own service (the install's repositories list)")
     image_repository = args.image_repository or (f"{install.image_registry.rstrip('/')}/{service}" if install.image_registry else "")
     if not image_repository:
         raise BadInput("no image repository: set image-registry in the install's settings, or pass image-repository")
@@ -282,15 +255,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     template = iter8.load_template(str(inside(args.checkout, template_path, "experiment-template")) if template_path else None)
     limits = iter8.TemplateLimits(settings["timeouts"]["experiment"], install.max_interval, install.max_iterations)
     iter8.check_template(template, limits, template_path or "the built-in template")
-    candidate = rendered_candidate(kustomize_dir, args.version, f"{image_repository}:{args.version}",
-                                   deployment=deployment, namespace=namespace, service=service)
-    log(f"service {service}: candidate {deployment}-{args.version} "
+    # The candidate may not gain rights the serving version lacks: compare it with that version.
+    candidate_name = f"{deployment}-{args.version}"
+    baseline, how = find_baseline(kube, namespace, service, candidate_name, args.baseline or None)
+    log(f"serving version: {baseline['metadata']['name']} ({how})")
+    candidate = rendered_candidate(kustomize_dir, args.version, f"{image_repository}:{args.version}", deployment=deployment,
+                                   namespace=namespace, service=service, baseline=baseline, services=kube.items(SERVICES, namespace),
+                                   allowance=install.allowance(service))
+    log(f"service {service}: candidate {candidate_name} "
         f"({', '.join(o['kind'] + ' ' + o['metadata']['name'] for o in candidate.applied)})")
     load = settings["load"]
     write_results(
-        args.results_dir, service=service, deployment=deployment, candidate=f"{deployment}-{args.version}",
+        args.results_dir, service=service, deployment=deployment, candidate=candidate_name,
         kustomize_dir=settings["kustomize-dir"], experiment_template=template_path, context=settings["context"],
         dockerfile=settings["dockerfile"], image_repository=image_repository, insecure_registry=install.insecure_registry,
+        builder_args=json.dumps(list(install.builder_extra_args)),
         load_url=load["url"], load_host=load.get("host") or "", load_rate=f"{load['rate']:g}", load_concurrency=str(load["concurrency"]),
         experiment_timeout=str(settings["timeouts"]["experiment"]), rollout_timeout=str(settings["timeouts"]["rollout"]),
         rollout_policy=settings["rollout-policy"], keep_runs=str(settings["keep-runs"]), dashboard_url=install.dashboard_url,

@@ -11,8 +11,11 @@ V2 = "iter8.tools/v1alpha2"
 V1 = "iter8.tools/v1alpha1"
 
 
-def deployment(name: str, version: str, *, ready: int | None = None, replicas: int = 2, labels: dict | None = None) -> dict:
-    pod_labels = {"app": "reviews", "version": version}
+def deployment(name: str, version: str, *, ready: int | None = None, replicas: int = 2, labels: dict | None = None,
+               app: str = "reviews") -> dict:
+    """A serving version as bookinfo's (istio samples/bookinfo/platform/kube/bookinfo.yaml):
+    pods labelled app and version, running as the ServiceAccount bookinfo-<app>."""
+    pod_labels = {"app": app, "version": version}
     ready = replicas if ready is None else ready
     return {
         "apiVersion": "apps/v1",
@@ -23,7 +26,8 @@ def deployment(name: str, version: str, *, ready: int | None = None, replicas: i
             "selector": {"matchLabels": pod_labels},
             "template": {
                 "metadata": {"labels": pod_labels},
-                "spec": {"containers": [{"name": "reviews", "image": f"registry.example.com/reviews:{version}"}]},
+                "spec": {"serviceAccountName": f"bookinfo-{app}",
+                         "containers": [{"name": app, "image": f"registry.example.com/{app}:{version}"}]},
             },
         },
         "status": {"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": ready,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import re
 import threading
 import time
@@ -374,7 +375,11 @@ def _handler_for(api: FakeApi):
             self.send_json(200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": rv}, "items": items})
 
         def verb_create(self, key, body, query, sub):
-            name = (body.get("metadata") or {}).get("name")
+            metadata = body.setdefault("metadata", {})
+            if not metadata.get("name") and metadata.get("generateName"):
+                # k8s.io/apiserver pkg/storage/names/generate.go simpleNameGenerator: 5 random characters
+                metadata["name"] = metadata["generateName"] + "".join(random.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+            name = metadata.get("name")
             if not name:
                 return self.fail(422, "Invalid", "metadata.name: Required value")
             key = key[:4] + (name,)

@@ -10,6 +10,7 @@ them. What cannot run here is simulated: git clone (the app folder is copied) an
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -116,7 +117,19 @@ class PipelineRun:
             if code and step.get("onError") != "continue":
                 failed = True
                 break
-        self.finish(name, {p.name: p.read_text() for p in results_dir.iterdir()}, "Failed" if failed else "Succeeded", "\n".join(log))
+        arrays = {r["name"] for r in task["spec"].get("results") or [] if r.get("type") == "array"}
+        results = {p.name: json.loads(p.read_text()) if p.name in arrays else p.read_text() for p in results_dir.iterdir()}
+        self.finish(name, results, "Failed" if failed else "Succeeded", "\n".join(log))
+
+    def run_task_or_fail(self, ptask: dict) -> None:
+        """A task whose simulation breaks fails (with the traceback as its log) instead of
+        leaving the tasks after it waiting forever."""
+        try:
+            self.run_task(ptask)
+        except Exception:  # noqa: BLE001 - reported as the task's log
+            import traceback
+
+            self.finish(ptask["name"], {}, "Failed", traceback.format_exc())
 
     def finish(self, name: str, results: dict, status: str, log: str = "") -> None:
         with self.lock:
@@ -157,7 +170,7 @@ class PipelineRun:
                     skipped.add(name)
                 elif all(s == "Succeeded" for s in states):
                     del pending[name]
-                    running[name] = threading.Thread(target=self.run_task, args=(ptask,))
+                    running[name] = threading.Thread(target=self.run_task_or_fail, args=(ptask,))
                     running[name].start()
             for name, thread in list(running.items()):
                 if not thread.is_alive():

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import copy
 import re
-import subprocess
+import sys
 from graphlib import TopologicalSorter
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIABLE = re.compile(r"\$\(([^()]+)\)")
@@ -39,9 +38,14 @@ DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 
 
 # --- the bundle --------------------------------------------------------------------------
-def bundle(directory: Path = ROOT) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True, text=True, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+def bundle(settings: dict[str, str] | Path | None = None) -> list[dict]:
+    """The bundle (hack/bundle.py), optionally with other install settings; or the
+    kustomize output of another folder."""
+    if str(ROOT / "hack") not in sys.path:
+        sys.path.insert(0, str(ROOT / "hack"))
+    from bundle import build, kustomize
+
+    return kustomize(settings) if isinstance(settings, Path) else build(settings)
 
 
 def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
@@ -698,7 +702,10 @@ def runtime(run: dict, pipeline: dict, tasks: dict[str, dict]) -> list[str]:
         if needed:
             problems.append(f"{ptask['name']}: missing values for these params which have no default values: [{' '.join(needed)}]")
         types = {p["name"]: p["type"] for p in tspec.get("params") or []}
-        wrong = [n for n, v in given_params.items() if n in types and (isinstance(v, list)) != (types[n] == "array")]
+        # pkg/reconciler/taskrun/validate_taskrun.go wrongTypeParamsNames: a string holding a
+        # variable reference may be given to an array or object param ($(tasks.x.results.y[*])).
+        wrong = [n for n, v in given_params.items() if n in types and (isinstance(v, list)) != (types[n] == "array")
+                 and not (isinstance(v, str) and types[n] in ("array", "object") and VARIABLE.search(v))]
         if wrong:
             problems.append(f"{ptask['name']}: param types don't match the user-specified type: [{' '.join(wrong)}]")
         task_ws = {w["name"]: w for w in tspec.get("workspaces") or []}
@@ -769,7 +776,9 @@ def order(pipeline: dict) -> list[str]:
 
 
 def substitute(value, variables: dict[str, object]):
-    """Tekton substitution over a string, list or dict; array params expand in lists."""
+    """Tekton substitution over a string, list or dict; array params expand in lists, and a
+    string that is a whole reference to an array becomes that array (v1.15.0
+    pkg/apis/pipeline/v1/param_types.go ParamValue.applyOrCorrect)."""
     if isinstance(value, list):
         out = []
         for item in value:
@@ -782,6 +791,10 @@ def substitute(value, variables: dict[str, object]):
     if isinstance(value, dict):
         return {k: substitute(v, variables) for k, v in value.items()}
     if isinstance(value, str):
+        whole = VARIABLE.fullmatch(value)
+        if whole and whole.group(1).endswith("[*]") and isinstance(variables.get(whole.group(1)[:-3]), list):
+            return list(variables[whole.group(1)[:-3]])
+
         def replace(match):
             key = match.group(1)
             if key not in variables:

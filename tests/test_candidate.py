@@ -15,9 +15,19 @@ from conftest import APPS, ROOT, need_tool
 IMAGE = "registry.example.com/bookinfo/reviews@sha256:" + "ab" * 32
 
 
+INSTALL = "image-registry=registry.example.com/bookinfo\n"
+
+
 @pytest.fixture(autouse=True)
-def _kustomize():
+def serving(fake_api):
+    """What deploy compares the candidate with: the serving version (bookinfo's reviews-v1
+    shape), its Service, and the install's settings."""
     need_tool("kubectl")
+    fake_api.put("services", service())
+    fake_api.put("deployments", deployment("reviews", "v1"))
+    fake_api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canary-rollout-settings", "namespace": NS},
+                                "data": {"image-registry": "registry.example.com/bookinfo"}})
+    return fake_api
 
 
 def app(tmp_path, name="reviews", extra: dict[str, str] | None = None, replace: dict[str, str] | None = None):
@@ -117,7 +127,7 @@ def test_only_one_deployment_named_for_the_version_passes_whatever_renders_it():
     from steps.candidate import check as candidate_check
 
     rendered = [deployment("reviews-v2", "v2"), deployment("reviews-v1", "v1"), service()]
-    result = candidate_check(rendered, deployment="reviews", version="v2", namespace=NS, service="reviews")
+    result = candidate_check(rendered, deployment="reviews", version="v2", namespace=NS, service="reviews", baseline=deployment("reviews-v1", "v1"))
     assert result.violations == ["Deployment reviews-v1: the only Deployment a candidate may have is reviews-v2 (the base name "
                                  "reviews plus the version); a second Deployment could replace the serving version"]
     assert [o["metadata"]["name"] for o in result.applied] == ["reviews-v2"] and result.shared == ["Service reviews"]
@@ -150,7 +160,7 @@ def test_deploy_applies_only_the_candidates_own_objects(run_step, fake_api, tmp_
     assert written == {("configmaps", "reviews-settings-3f2a1bc"), ("deployments", "reviews-3f2a1bc")}
     assert fake_api.get("v1", "services", NS, "reviews")["spec"] == service()["spec"]
     applied = [r for r in fake_api.calls("patch") if r.plural in ("configmaps", "deployments")]
-    assert all(r.query.get("fieldManager") == "iter8-tekton" for r in applied)
+    assert all(r.query.get("fieldManager") == "iter8-tekton-reviews" for r in applied)
 
 
 def test_deploy_waits_for_the_candidate_and_says_where_it_is(run_step, fake_api, tmp_path):
@@ -166,7 +176,7 @@ def test_deploy_waits_for_the_candidate_and_says_where_it_is(run_step, fake_api,
 
 def test_a_stalled_candidate_fails_fast(run_step, fake_api, tmp_path):
     fake_api.put("services", service())
-    stalled = deployment("reviews-3f2a1bc", "3f2a1bc")
+    stalled = deployment("reviews-3f2a1bc", "3f2a1bc", labels={"iter8-tekton.dev/service": "reviews"})  # deployed by a first try
     stalled["metadata"]["generation"] = 1
     stalled["status"] = {"observedGeneration": 1, "conditions": [
         {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
@@ -196,7 +206,11 @@ def template(tmp_path, change) -> str:
     (lambda e: e["spec"].update(cleanup=True), "spec.cleanup may not be set"),
     (lambda e: e["spec"].update(metrics={"counter_metrics": []}), "spec.metrics may not be set"),
     (lambda e: e["metadata"].update(finalizers=["example.com/never"]), "metadata.finalizers may not be set"),
-    (lambda e: e["metadata"].update(labels={"iter8-tekton.dev/run": "someone-else"}), "metadata.labels may not be set"),
+    (lambda e: e["metadata"].update(labels={"iter8-tekton.dev/run": "someone-else"}),
+     "metadata.labels[iter8-tekton.dev/run] may not be set by the app's template: the iter8-tekton.dev/ keys are the pipeline's"),
+    (lambda e: e["metadata"].update(annotations={"iter8-tekton.dev/note": "x"}), "metadata.annotations[iter8-tekton.dev/note] may not"),
+    (lambda e: e["metadata"].update(labels={"app": 12}), "metadata.labels[app] must be a string (quote it), not 12"),
+    (lambda e: e["metadata"].update(labels={"app": "-x-"}), "metadata.labels[app] '-x-' is not a valid label value"),
     (lambda e: e["spec"]["duration"].update(interval="8760h"), "the interval '8760h' must be a duration from 1s to 3600s"),
     (lambda e: e["spec"]["trafficControl"].update(maxIncrement=1000), "maxIncrement 1000 must be a whole number from 1 to 100"),
     (lambda e: e["spec"]["trafficControl"].update(match={"http": [{"headers": {"x": {"exact": "y"}}}]}), "spec.trafficControl.match may not"),
@@ -216,3 +230,102 @@ def test_a_template_longer_than_the_wait_is_refused(run_step, tmp_path):
                     "--baseline", "reviews", "--template", path, "--experiment-timeout", "3600", "--dry-run")
     assert proc.returncode == 2
     assert "runs up to 3900s (12+1 iterations of 5m), longer than the pipeline waits (3600s)" in proc.stderr
+
+
+# --- an ordinary kustomize folder: Deployment, Service, autoscaler, disruption budget ---------
+def hello_cluster(api):
+    """hello's serving version, deployed from its own folder as it is: Deployment hello, its
+    Service, its autoscaler and budget (the candidate must leave those alone)."""
+    folder = yaml.safe_load_all
+    objects = {d["kind"]: d for name in ("deployment", "service", "hpa", "pdb")
+               for d in folder((APPS / "hello" / "kustomize" / f"{name}.yaml").read_text())}
+    serving = objects["Deployment"]
+    serving["metadata"]["namespace"] = NS
+    serving["status"] = deployment("x", "v1")["status"]
+    api.put("deployments", serving)
+    for kind, plural in (("Service", "services"), ("HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+                         ("PodDisruptionBudget", "poddisruptionbudgets")):
+        objects[kind]["metadata"]["namespace"] = NS
+        api.put(plural, objects[kind])
+    return objects
+
+
+def hello(run_step, version="3f2a1bc", *extra):
+    return run_step("deploy", "--namespace", NS, "--service", "hello", "--deployment", "hello", "--kustomize-dir",
+                    str(APPS / "hello" / "kustomize"), "--version", version, "--image", "registry.example.com/hello@sha256:" + "cd" * 32,
+                    *extra)
+
+
+def test_an_ordinary_folder_deploys_its_autoscaler_and_budget_with_the_candidate(run_step, fake_api):
+    """kustomize retargets the autoscaler (its name references: api/konfig/builtinpluginconsts
+    namereference.go, HorizontalPodAutoscaler spec/scaleTargetRef/name); the overlay adds
+    the version to the budget's selector. The serving version's own are left as they are."""
+    from fakecontrollers import Deployments
+
+    hello_cluster(fake_api)
+    before = {plural: fake_api.get(version, plural, NS, "hello") for version, plural in
+              (("autoscaling/v2", "horizontalpodautoscalers"), ("policy/v1", "poddisruptionbudgets"))}
+    check = hello(run_step, "3f2a1bc", "--check-only")
+    assert check.returncode == 0, check.stderr
+    assert "left alone: Service hello" in check.stdout
+    controller = Deployments(fake_api)
+    try:
+        proc = hello(run_step, "3f2a1bc", "--rollout-timeout", "20")
+    finally:
+        controller.stop()
+    assert proc.returncode == 0, proc.stderr
+    hpa = fake_api.get("autoscaling/v2", "horizontalpodautoscalers", NS, "hello-3f2a1bc")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "hello-3f2a1bc"}
+    pdb = fake_api.get("policy/v1", "poddisruptionbudgets", NS, "hello-3f2a1bc")
+    assert pdb["spec"]["selector"]["matchLabels"] == {"app": "hello", "version": "3f2a1bc"}
+    for obj in (hpa, pdb):
+        assert obj["metadata"]["labels"] == {"iter8-tekton.dev/version": "3f2a1bc", "iter8-tekton.dev/service": "hello"}
+    assert fake_api.get("autoscaling/v2", "horizontalpodautoscalers", NS, "hello") == before["horizontalpodautoscalers"]
+    assert fake_api.get("policy/v1", "poddisruptionbudgets", NS, "hello") == before["poddisruptionbudgets"]
+    written = {(r.plural, r.name) for r in fake_api.calls() if r.verb in ("create", "patch", "update", "delete")}
+    assert written == {("deployments", "hello-3f2a1bc"), ("horizontalpodautoscalers", "hello-3f2a1bc"),
+                       ("poddisruptionbudgets", "hello-3f2a1bc")}
+
+
+AUTOSCALER = """apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: reviews-VERSION}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: TARGET}
+  minReplicas: 1
+  maxReplicas: 3
+"""
+BUDGET = """apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: reviews-VERSION}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: SELECTOR}
+"""
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"hpa.yaml": AUTOSCALER.replace("TARGET", "reviews-v1")},
+     "HorizontalPodAutoscaler reviews-v2 scales Deployment reviews-v1; a candidate's autoscaler may only scale its own Deployment"),
+    ({"pdb.yaml": BUDGET.replace("SELECTOR", "{app: reviews}")},
+     "PodDisruptionBudget reviews-v2 also selects the serving version's pods"),
+    ({"pdb.yaml": BUDGET.replace("SELECTOR", "{app: ratings, version: VERSION}")},
+     "PodDisruptionBudget reviews-v2 does not select the candidate's pods"),
+    ({"hpa.yaml": AUTOSCALER.replace("reviews-VERSION", "reviews").replace("TARGET", "reviews")},
+     "HorizontalPodAutoscaler reviews is not named with the version suffix -v2"),
+])
+def test_the_placeholder_layout_may_not_retarget_the_serving_versions_autoscaling(run_step, tmp_path, extra, message):
+    """In the seed's layout the app renames and retargets them itself; whatever it writes,
+    only the candidate may be scaled or covered."""
+    target = app(tmp_path, "reviews-seed", extra=extra)
+    proc = check(run_step, target, version="v2")
+    assert proc.returncode == 2, proc.stdout
+    assert any(message in line for line in proc.stderr.splitlines()), proc.stderr
+
+
+def test_anything_else_is_still_refused(run_step, tmp_path):
+    ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: reviews}\nspec: {defaultBackend: {service: {name: reviews, port: {number: 80}}}}\n"
+    proc = check(run_step, app(tmp_path, extra={"ingress.yaml": ingress}))
+    assert proc.returncode == 2
+    assert "Ingress reviews: kind Ingress is not deployed with a candidate (only ConfigMap, Secret, HorizontalPodAutoscaler, " \
+           "PodDisruptionBudget, Deployment)" in proc.stderr

@@ -11,6 +11,13 @@ from cluster import (
 
 B, C = "reviews-v1", "reviews-3f2a1bc"
 TRACK = "iter8-tekton.dev/version"
+
+
+def own(version: str, service: str = "reviews") -> dict:
+    """The labels deploy puts on what it applies for one service's candidate."""
+    return {TRACK: version, "iter8-tekton.dev/service": service}
+
+
 EVERYTHING = {("deployments", B), ("deployments", C), ("configmaps", "reviews-v1-settings"),
               ("configmaps", "reviews-3f2a1bc-settings"), ("configmaps", "shared-settings")}
 BASELINE_GONE = EVERYTHING - {("deployments", B), ("configmaps", "reviews-v1-settings")}
@@ -19,10 +26,10 @@ CANDIDATE_GONE = EVERYTHING - {("deployments", C), ("configmaps", "reviews-3f2a1
 
 def cluster(fake_api, exp, *, candidate_ready=True, weights=None):
     fake_api.put("services", service())
-    fake_api.put("deployments", deployment(B, "v1", labels={TRACK: "v1", "iter8-tekton.dev/stable": "true"}))
-    fake_api.put("deployments", deployment(C, "3f2a1bc", ready=None if candidate_ready else 1, labels={TRACK: "3f2a1bc"}))
-    fake_api.put("configmaps", configmap("reviews-v1-settings", {TRACK: "v1"}))
-    fake_api.put("configmaps", configmap("reviews-3f2a1bc-settings", {TRACK: "3f2a1bc"}))
+    fake_api.put("deployments", deployment(B, "v1", labels={**own("v1"), "iter8-tekton.dev/stable": "true"}))
+    fake_api.put("deployments", deployment(C, "3f2a1bc", ready=None if candidate_ready else 1, labels=own("3f2a1bc")))
+    fake_api.put("configmaps", configmap("reviews-v1-settings", own("v1")))
+    fake_api.put("configmaps", configmap("reviews-3f2a1bc-settings", own("3f2a1bc")))
     fake_api.put("configmaps", configmap("shared-settings", {"app": "reviews"}))
     if weights:
         fake_api.put("virtualservices", virtual_service({"baseline": weights[0], "candidate": weights[1]}))
@@ -94,3 +101,17 @@ def test_dry_run_prints_and_deletes_nothing(fake_api, step):
 def test_missing_experiment(fake_api, step):
     result = step("cleanup", "--namespace", NS, "--experiment", "nope")
     assert result.code == 2 and "does not exist" in result.err
+
+
+def test_the_loser_of_one_service_is_not_another_services_object(fake_api, step):
+    """Two services rolled out from one commit share the version (the short SHA): rolling
+    reviews back deletes reviews' objects of that version, never ratings' (which won)."""
+    cluster(fake_api, v2(v2_completed(B, C, "Traffic To Winner", B, (100, 0), breached=True)))
+    fake_api.put("services", service("ratings", {"app": "ratings"}))
+    fake_api.put("deployments", deployment("ratings-3f2a1bc", "3f2a1bc", app="ratings", labels=own("3f2a1bc", "ratings")))
+    fake_api.put("configmaps", configmap("ratings-settings-3f2a1bc", own("3f2a1bc", "ratings")))
+    result = step("cleanup", "--namespace", NS, "--experiment", C)
+    assert result.code == 0, result.err
+    assert remaining(fake_api) == CANDIDATE_GONE | {("deployments", "ratings-3f2a1bc"), ("configmaps", "ratings-settings-3f2a1bc")}
+    selectors = {r.query.get("labelSelector") for r in fake_api.calls("list") if r.plural == "configmaps"}
+    assert selectors == {"iter8-tekton.dev/service=reviews,iter8-tekton.dev/version=3f2a1bc"}

@@ -34,9 +34,9 @@ def seed_running(api):
 
 def seed_cleanup(api):
     api.put("services", service())
-    api.put("deployments", deployment(B, "v1", labels={"iter8-tekton.dev/version": "v1"}))
+    api.put("deployments", deployment(B, "v1", labels={"iter8-tekton.dev/version": "v1", "iter8-tekton.dev/service": "reviews"}))
     api.put("deployments", deployment(C, "3f2a1bc", labels={"iter8-tekton.dev/stable": "false"}))
-    api.put("configmaps", configmap("reviews-v1-settings", {"iter8-tekton.dev/version": "v1"}))
+    api.put("configmaps", configmap("reviews-v1-settings", {"iter8-tekton.dev/version": "v1", "iter8-tekton.dev/service": "reviews"}))
     api.put("experiments", experiment_v2(C, B, C, v2_completed(B, C, "Traffic To Winner", C, (0, 100))))
 
 
@@ -57,6 +57,7 @@ def seed_finished_run(api):
 
 
 def seed_settings(api):
+    seed_create(api)  # the serving version the candidate is compared with
     api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canary-rollout-settings", "namespace": NS},
                            "data": {"image-registry": "registry.example.com/bookinfo", "load-hosts": "istio-ingressgateway.istio-system"}})
 
@@ -70,7 +71,7 @@ def seed_deploy(api):
     from fakecontrollers import Deployments
 
     seed_running(api)
-    api.put("services", service())
+    seed_settings(api)
     api.controllers = [Deployments(api)]
 
 
@@ -95,7 +96,7 @@ STEPS = {
     "doctor": ("doctor", seed_doctor, ("--namespace", NS, "--service", "reviews", "--prometheus-url", "http://127.0.0.1:9"), 4),
     "deploy": ("deploy", seed_deploy, ("--namespace", NS, "--service", "reviews", "--deployment", "reviews", "--kustomize-dir",
                                        str(APPS / "reviews" / "kustomize"), "--version", "3f2a1bc", "--image", IMAGE,
-                                       "--experiment", C, "--rollout-timeout", "30"), 4),
+                                       "--baseline", B, "--experiment", C, "--rollout-timeout", "30"), 4),
     "prune": ("prune", seed_prune, ("--namespace", NS, "--service", "reviews", "--run", "r9", "--keep", "2"), 4),
     # Reporting never fails the rollout: it posts state "error" and exits 0.
     "commit_status": ("commit_status", seed_finished_run, ("--repo-url", "https://github.com/example/reviews", "--commit", "0" * 40,

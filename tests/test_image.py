@@ -56,7 +56,7 @@ def built(tmp_path_factory):
     (scratch / "Dockerfile").write_text('FROM scratch\nCOPY kubectl /bin/kubectl\nENTRYPOINT ["/bin/kubectl"]\n')
     subprocess.run(["podman", "build", "--isolation", "chroot", "-q", "-t", "localhost/kubectl:host", str(scratch)],
                    check=True, capture_output=True)
-    # A copy of the repository (with its .git, for the SHA tag): --kustomize edits its kustomization.yaml.
+    # A copy of the repository (with its .git, for the SHA tag): --set-images edits its triggers/settings.env.
     repo = scratch / "repo"
     shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", ".cache", "node_modules", "__pycache__"))
     registry = Registry()
@@ -72,7 +72,7 @@ def built(tmp_path_factory):
         started = time.monotonic()
         proc = subprocess.run(
             [sys.executable, str(repo / "hack" / "build-images.py"), "--docker-host", f"unix://{socket}",
-             "--registry", f"{registry.host}/iter8-tekton", "--push", "--kustomize",
+             "--registry", f"{registry.host}/iter8-tekton", "--push", "--set-images",
              "--base", "localhost/debian:bookworm-slim", "--kubectl-image", "localhost/kubectl:host",
              "--ca-bundle", "/etc/ssl/certs/ca-certificates.crt"],
             capture_output=True, text=True, timeout=1800,
@@ -102,7 +102,7 @@ def test_build_pushes_both_tags_and_points_the_bundle_at_the_digest(built):
     built_tags = {line.split()[1].rsplit(":", 1)[1] for line in built.output.splitlines() if line.startswith("built ")}
     assert built_tags <= {"0.1.0", sha, f"{sha}-dirty"} and "0.1.0" in built_tags, built_tags  # -dirty: built from a changed tree
     sha = next(tag for tag in built_tags if tag != "0.1.0")
-    kustomization = yaml.safe_load((built.repo / "kustomization.yaml").read_text())
+    settings = (built.repo / "triggers" / "settings.env").read_text().splitlines()
     pushed = dict(line.split()[1:3] for line in built.output.splitlines() if line.startswith("pushed "))
     for image in (built.image, built.git):
         repository = image.rsplit(":", 1)[0]
@@ -111,8 +111,7 @@ def test_build_pushes_both_tags_and_points_the_bundle_at_the_digest(built):
         name = repository.split("/", 1)[1]
         assert (name, "0.1.0") in built.registry.manifests and (name, sha) in built.registry.manifests
         assert (name, digest) in built.registry.manifests, "the printed digest is the registry's"
-        placeholder = "ghcr.io/iter8-tekton/" + name.rsplit("/", 1)[1]
-        assert {"name": placeholder, "newName": repository, "digest": digest} in kustomization["images"]
+        assert f"{name.rsplit('/', 1)[1]}-image={repository}@{digest}" in settings
 
 
 def test_size_user_and_labels(image):
@@ -218,21 +217,18 @@ def test_shell_scripts_pass_shellcheck():
     assert proc.returncode == 0, proc.stdout
 
 
-def test_kustomize_points_the_bundle_at_the_build(tmp_path, monkeypatch):
+def test_set_images_points_the_bundle_at_the_build(tmp_path, monkeypatch):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("build_images", ROOT / "hack" / "build-images.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    shutil.copy2(ROOT / "kustomization.yaml", tmp_path / "kustomization.yaml")
+    (tmp_path / "triggers").mkdir()
+    shutil.copy2(ROOT / "triggers" / "settings.env", tmp_path / "triggers" / "settings.env")
     monkeypatch.setattr(module, "ROOT", tmp_path)
-    monkeypatch.setattr(module.shutil, "which", lambda name: None)  # no kustomize binary: the fallback
     module.set_image("registry.local/steps@sha256:" + "1" * 64)
-    text = (tmp_path / "kustomization.yaml").read_text()
-    assert "    newName: registry.local/steps\n    digest: sha256:" + "1" * 64 in text
-    assert "# The images the Tasks run" in text  # comments survive
-    module.set_image("registry.local/steps:6ebfc2065efb")
     module.set_image("registry.local/git:6ebfc2065efb", "git")
-    entry = yaml.safe_load((tmp_path / "kustomization.yaml").read_text())["images"]
-    assert entry == [{"name": "ghcr.io/iter8-tekton/steps", "newName": "registry.local/steps", "newTag": "6ebfc2065efb"},
-                     {"name": "ghcr.io/iter8-tekton/git", "newName": "registry.local/git", "newTag": "6ebfc2065efb"}]
+    lines = (tmp_path / "triggers" / "settings.env").read_text().splitlines()
+    assert "steps-image=registry.local/steps@sha256:" + "1" * 64 in lines
+    assert "git-image=registry.local/git:6ebfc2065efb" in lines
+    assert len(lines) == len((ROOT / "triggers" / "settings.env").read_text().splitlines())

@@ -165,10 +165,7 @@ def test_two_services_roll_out_at_once_without_touching_each_other(cluster, tmp_
     """One install, two apps each configured by its own .iter8-tekton.yaml, concurrently."""
     api, start = cluster
     api.put("services", service("ratings", {"app": "ratings"}))
-    ratings = deployment("ratings", "v1")
-    for labels in (ratings["metadata"]["labels"], ratings["spec"]["selector"]["matchLabels"], ratings["spec"]["template"]["metadata"]["labels"]):
-        labels["app"] = "ratings"
-    api.put("deployments", ratings)
+    api.put("deployments", deployment("ratings", "v1", app="ratings"))
     start(judge=lambda exp: "candidate" if exp["spec"]["service"]["name"] == "reviews" else "baseline")
     runs = [rollout(api, tmp_path, app, name="run-reviews", short="1111111"),
             rollout(api, tmp_path, app, name="run-ratings", short="2222222", app_dir="ratings")]

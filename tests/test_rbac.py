@@ -39,12 +39,17 @@ TEKTON_INFO = ("", "configmaps", "get", "tekton-pipelines", "pipelines-info")
 
 
 def app_with_a_secret(tmp_path):
+    """The sample app with every kind a candidate may have: a Secret, an autoscaler, a
+    disruption budget (the overlay versions them; tests/apps/hello has the same)."""
     app = tmp_path / "app"
     shutil.copytree(APPS / "reviews", app)
     (app / "kustomize" / "secret.yaml").write_text(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: reviews-credentials}\nstringData: {token: x}\n")
+    for name in ("hpa.yaml", "pdb.yaml"):
+        text = (APPS / "hello" / "kustomize" / name).read_text()
+        (app / "kustomize" / name).write_text(text.replace("hello", "reviews"))
     kustomization = app / "kustomize" / "kustomization.yaml"
-    kustomization.write_text(kustomization.read_text() + "  - secret.yaml\n")
+    kustomization.write_text(kustomization.read_text() + "  - secret.yaml\n  - hpa.yaml\n  - pdb.yaml\n")
     return app
 
 
@@ -105,10 +110,14 @@ def calls(tmp_path_factory):
         assert "resuming it (1/3)" in proc.stdout, proc.stdout + proc.stderr
         # D: a second run supersedes a running one (the same calls as cleanup's, as canary-lock).
         api.put("pipelineruns", pipeline_run("run-d1"))
-        version = {"iter8-tekton.dev/version": "4444444"}
+        version = {"iter8-tekton.dev/version": "4444444", "iter8-tekton.dev/service": "reviews"}
         api.put("deployments", deployment("reviews-4444444", "4444444", labels=version))
         api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "reviews-settings-4444444", "namespace": NS, "labels": version}})
         api.put("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "reviews-credentials-4444444", "namespace": NS, "labels": version}})
+        api.put("horizontalpodautoscalers", {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                                             "metadata": {"name": "reviews-4444444", "namespace": NS, "labels": version}})
+        api.put("poddisruptionbudgets", {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                                         "metadata": {"name": "reviews-4444444", "namespace": NS, "labels": version}})
         running = experiment_v2("reviews-4444444", "reviews-1111111", "reviews-4444444")
         running["metadata"]["labels"] = {"iter8-tekton.dev/run": "run-d1"}
         api.put("experiments", running)
@@ -120,7 +129,7 @@ def calls(tmp_path_factory):
         assert proc.returncode == 0, proc.stderr
         finishing.join()
         # F: cleanup rolls back an unfinished experiment and watches it finish.
-        api.put("deployments", deployment("reviews-6666666", "6666666", labels={"iter8-tekton.dev/version": "6666666"}))
+        api.put("deployments", deployment("reviews-6666666", "6666666", labels={"iter8-tekton.dev/version": "6666666", "iter8-tekton.dev/service": "reviews"}))
         unfinished = experiment_v2("reviews-6666666", "reviews-1111111", "reviews-6666666")
         unfinished["metadata"]["labels"] = {"iter8-tekton.dev/run": "run-f"}
         api.put("experiments", unfinished)
@@ -131,11 +140,14 @@ def calls(tmp_path_factory):
         finishing.join()
         # E: create-experiment for a service Istio already routes, retried (the experiment is reused).
         api.put("services", service("ratings", {"app": "ratings"}))
-        ratings = deployment("ratings", "v1")
-        ratings["spec"]["template"]["metadata"]["labels"]["app"] = "ratings"
-        api.put("deployments", ratings)
+        api.put("deployments", deployment("ratings", "v1", app="ratings"))
         api.put("virtualservices", virtual_service({"stable": 100}, host="ratings"))
         api.put("destinationrules", destination_rule({"stable": "v1"}, host="ratings"))
+        # ... and read-settings for it finds its serving version through Istio's rules, as create-experiment does.
+        settings = api.write_kubeconfig(tmp / "kubeconfig-settings", token="canary-settings")
+        proc = run_step("settings", settings, "--namespace", NS, "--checkout", str(APPS / "ratings"), "--version", "5555555",
+                        "--load-url", web.url)
+        assert proc.returncode == 0, proc.stderr
         create = api.write_kubeconfig(tmp / "kubeconfig-create", token="canary-experiment")
         for _ in range(2):
             proc = run_step("create_experiment", create, "--namespace", NS, "--service", "ratings", "--candidate", "ratings-5555555", "--run", "run-e")

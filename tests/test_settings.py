@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
+from cluster import deployment, service
 from conftest import APPS, ROOT, need_tool
 
 SCHEMA = json.loads((ROOT / "steps" / "schemas" / "rollout-settings.schema.json").read_text())
@@ -19,8 +20,14 @@ INSTALL = ("image-registry=registry.example.com/bookinfo\ndefault-load-url=http:
 
 
 @pytest.fixture(autouse=True)
-def _kustomize():
+def serving(fake_api):
+    """The cluster read-settings reads: the serving versions of reviews and ratings, which
+    the candidate is compared with, and their Services."""
     need_tool("kubectl")
+    for app in ("reviews", "ratings"):
+        fake_api.put("services", service(app, {"app": app}))
+        fake_api.put("deployments", deployment(app, "v1", app=app))
+    return fake_api
 
 
 @pytest.mark.parametrize("app", ["reviews", "reviews-seed", "ratings"])
@@ -65,7 +72,8 @@ def test_the_bookinfo_reviews_file_resolves(run_step, tmp_path):
         "experiment-template": "", "context": ".", "dockerfile": "Dockerfile", "image-repository": "registry.example.com/bookinfo/reviews",
         "insecure-registry": "false", "load-url": "http://istio-ingressgateway.istio-system/productpage", "load-host": "bookinfo.example.com",
         "load-rate": "10", "load-concurrency": "2", "experiment-timeout": "3600", "rollout-timeout": "600", "rollout-policy": "wait",
-        "keep-runs": "5", "dashboard-url": "", "github-api-url": "https://api.github.com"}
+        "keep-runs": "5", "dashboard-url": "", "github-api-url": "https://api.github.com",
+        "builder-args": "[]"}
 
 
 def test_params_override_the_file(run_step, tmp_path):
@@ -182,3 +190,65 @@ def test_paths_are_relative_to_the_settings_files_folder(run_step, tmp_path):
     assert run_step("settings", "--namespace", "bookinfo", "--checkout", str(repo), "--version", "3f2a1bc", "--file", "../x.yaml",
                     "--install-settings-file", str(tmp_path / "install.env")).stderr.strip() == (
         "error: the settings file '../x.yaml' must be a path inside the repository (relative, without '..')")
+
+
+# --- the load's Host header comes with the URL it belongs to ---------------------------------
+DEFAULT_URL, DEFAULT_HOST = "http://istio-ingressgateway.istio-system/productpage", "bookinfo.example.com"
+APP_URL = "http://hello.bookinfo.svc.cluster.local:9080/"
+
+
+@pytest.mark.parametrize(("file_load", "params", "expected"), [
+    ({}, (), (DEFAULT_URL, DEFAULT_HOST)),  # the install's URL with the install's host
+    ({"url": APP_URL}, (), (APP_URL, "")),  # the app's own URL: no Host override
+    ({"url": APP_URL, "host": "hello.example.com"}, (), (APP_URL, "hello.example.com")),
+    ({"host": "hello.example.com"}, (), (DEFAULT_URL, "hello.example.com")),  # the app's host on the install's gateway
+    ({"url": APP_URL, "host": "hello.example.com"}, ("--load-url", "http://hello:9080/"), ("http://hello:9080/", "")),
+    ({}, ("--load-url", "http://hello:9080/", "--load-host", "a.example.com"), ("http://hello:9080/", "a.example.com")),
+    ({"url": APP_URL}, ("--load-host", "a.example.com"), (APP_URL, "a.example.com")),
+    ({}, ("--load-host", "a.example.com"), (DEFAULT_URL, "a.example.com")),
+])
+def test_the_host_comes_with_its_url(run_step, tmp_path, file_load, params, expected):
+    (tmp_path / "install.env").write_text(INSTALL + f"default-load-host={DEFAULT_HOST}\n")
+
+    def change(document):
+        document["load"] = {"rate": 10, **file_load}
+
+    co = checkout(tmp_path, change=change)
+    proc = run_step("settings", "--namespace", "bookinfo", "--checkout", co, "--version", "3f2a1bc",
+                    "--install-settings-file", str(tmp_path / "install.env"), "--results-dir", str(tmp_path / "results"), *params)
+    assert proc.returncode == 0, proc.stderr
+    assert (results(tmp_path)["load-url"], results(tmp_path)["load-host"]) == expected
+
+
+def test_the_builders_extra_args_come_from_the_install(run_step, tmp_path):
+    (tmp_path / "install.env").write_text(INSTALL + "builder-extra-args=--registry-mirror=mirror.gcr.io  --cache=true\n")
+    proc = run_step("settings", "--namespace", "bookinfo", "--checkout", checkout(tmp_path), "--version", "3f2a1bc",
+                    "--install-settings-file", str(tmp_path / "install.env"), "--results-dir", str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(results(tmp_path)["builder-args"]) == ["--registry-mirror=mirror.gcr.io", "--cache=true"]
+
+
+# --- a listed repository may roll out only its own service --------------------------------------
+def test_a_repository_may_roll_out_only_the_service_its_entry_binds(run_step, tmp_path):
+    """The reviews repository's file names ratings, with supersede and keep-runs 1: taking
+    over (and pruning) another team's service. The trigger passes the bound service."""
+    co = checkout(tmp_path, change=lambda d: d.update({"service": "ratings", "rollout-policy": "supersede", "keep-runs": 1}))
+    proc = settings(run_step, tmp_path, co, "--bound-service", "reviews")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: .iter8-tekton.yaml rolls out service ratings, but the install binds this repository "
+                                   "entry to reviews; a repository may roll out only its own service (the install's repositories list)")
+    assert not (tmp_path / "results").exists()
+    assert settings(run_step, tmp_path / "2", checkout(tmp_path / "2"), "--bound-service", "reviews").returncode == 0
+
+
+def test_the_install_list_binds_each_entry_to_one_service():
+    from steps.install import Binding, parse_repositories
+
+    bindings, problems = parse_repositories(
+        " reviews=acme/shop@main:reviews/.iter8-tekton.yaml, ratings=acme/shop@main:ratings/.iter8-tekton.yaml,"
+        "hello=acme/hello@release/2.x, acme/old@main, Bad=acme/x@main, x=acme/y@main:../z")
+    assert bindings == [Binding("reviews", "acme/shop", "main", "reviews/.iter8-tekton.yaml"),
+                        Binding("ratings", "acme/shop", "main", "ratings/.iter8-tekton.yaml"),
+                        Binding("hello", "acme/hello", "release/2.x", ".iter8-tekton.yaml")]
+    assert [b.folder for b in bindings] == ["reviews/", "ratings/", ""]
+    assert len(problems) == 3 and "'acme/old@main' is not SERVICE=OWNER/NAME@BRANCH[:SETTINGS-FILE]" in problems[0]

@@ -52,6 +52,8 @@ def blocked(fake_api, tmp_path, name):
         return start("create_experiment", "--namespace", NS, "--service", "reviews", "--candidate", C), called("get", "services")
     if name == "deploy":
         api.put("services", service())
+        api.put("deployments", deployment("reviews", "v1"))  # the serving version it compares with
+        api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canary-rollout-settings", "namespace": NS}})
         return (start("deploy", "--namespace", NS, "--service", "reviews", "--deployment", "reviews",
                       "--kustomize-dir", str(ROOT / "tests/apps/reviews/kustomize"), "--version", "3f2a1bc",
                       "--image", "registry.example.com/reviews@sha256:" + "ab" * 32),

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,9 +41,12 @@ def test_signed_push_to_main_gives_a_valid_pipelinerun_for_that_commit():
     assert proc.returncode == 0, proc.stderr
     (run,) = list(yaml.safe_load_all(proc.stdout))
     params = {p["name"]: p["value"] for p in run["spec"]["params"]}
-    assert params == {"revision": SHA, "repo-url": "https://github.com/example/reviews.git", "settings-file": ".iter8-tekton.yaml"}
-    assert run["metadata"]["generateName"] == "canary-rollout-3f2a1bc-"
+    assert params == {"revision": SHA, "repo-url": "https://github.com/example/reviews.git", "settings-file": ".iter8-tekton.yaml",
+                      "bound-service": "reviews"}
+    assert run["metadata"]["generateName"] == "canary-reviews-3f2a1bc-"
     assert run["metadata"]["labels"]["iter8-tekton.dev/commit"] == SHA
+    assert run["metadata"]["labels"]["iter8-tekton.dev/service"] == "reviews"
+    assert "canary-rollout-app-0: service reviews, bound by reviews=example/reviews@main:.iter8-tekton.yaml" in proc.stderr
     assert run["metadata"]["labels"]["iter8-tekton.dev/repository"] == "reviews"
     assert run["metadata"]["annotations"] == {"iter8-tekton.dev/repository": "example/reviews", "iter8-tekton.dev/branch": "main",
                                               "tekton.dev/auto-cleanup-pvc": "true"}
@@ -258,8 +262,9 @@ def test_pushes_from_each_listed_repository_are_accepted_and_others_rejected(tmp
     def release(body):
         body["ref"] = "refs/heads/release/2.x"
         body["repository"].update(name="shop", full_name="acme/shop", clone_url="https://evil.example.com/acme/shop.git")
+        body["commits"][0]["modified"] = ["deploy/kustomize/deployment.yaml"]  # the app's folder
 
-    listed = "example/reviews@main,acme/shop@release/2.x:deploy/iter8-tekton.yaml"
+    listed = "reviews=example/reviews@main,shop=acme/shop@release/2.x:deploy/iter8-tekton.yaml"
     shop = variant(tmp_path, "release", release)
     for payload, repository, settings in ((str(EVENTS / "push.json"), "example/reviews", ".iter8-tekton.yaml"),
                                           (shop, "acme/shop", "deploy/iter8-tekton.yaml")):
@@ -290,7 +295,7 @@ def test_the_repository_label_is_always_a_valid_label_value(tmp_path, name):
         body["repository"].update(name=name, full_name=f"example/{name}")
 
     proc = preview("--payload", variant(tmp_path, "named", renamed), "--event", "push", "--secret", SECRET,
-                   "--repositories", f"example/{name}@main")
+                   "--repositories", f"reviews=example/{name}@main")
     assert proc.returncode == 0, proc.stderr
     run = yaml.safe_load(proc.stdout)
     assert run["metadata"]["annotations"]["iter8-tekton.dev/repository"] == f"example/{name}"
@@ -305,7 +310,7 @@ def test_webhook_values_never_reach_a_script():
     text = json.dumps(template["spec"]["resourcetemplates"])
     assert '"script"' not in text and "taskSpec" not in text and "pipelineSpec" not in text
     params = {p["name"] for p in template["spec"]["resourcetemplates"][0]["spec"]["params"]}
-    assert params == {"repo-url", "revision", "settings-file"}
+    assert params == {"repo-url", "revision", "settings-file", "bound-service"}
 
 
 def test_listener_uses_only_the_standard_triggers_roles():
@@ -320,7 +325,7 @@ def test_listener_uses_only_the_standard_triggers_roles():
     }
     assert all(s["namespace"] == "bookinfo" for b in bindings for s in b["subjects"])
     assert by_kind(objects, "ClusterRoleBinding")["iter8-tekton-triggers.bookinfo"]
-    github = listener["spec"]["triggers"][0]["interceptors"][0]
+    github = listener["spec"]["triggerGroups"][0]["interceptors"][0]
     params = {p["name"]: p["value"] for p in github["params"]}
     assert github["ref"] == {"name": "github", "kind": "ClusterInterceptor"}
     assert params == {"secretRef": {"secretName": "github-webhook", "secretKey": "secret"}, "eventTypes": ["push"]}
@@ -576,3 +581,142 @@ def test_the_trigger_template_declares_every_param_it_uses():
     broken = json.loads(json.dumps(template))
     broken["spec"]["params"] = broken["spec"]["params"][1:]
     assert tt.validate_template(broken) == ["invalid value: undeclared param '$(tt.params.repo-url)'"]
+
+
+# --- a monorepo: one push, one run per listed app whose folder it touched ------------------------
+SHOP = "reviews=acme/shop@main:reviews/.iter8-tekton.yaml,ratings=acme/shop@main:ratings/.iter8-tekton.yaml"
+
+
+def shop_push(tmp_path, name: str, *changed: list[str], commits=None):
+    def change(body):
+        body["repository"].update(name="shop", full_name="acme/shop")
+        if commits is not None:
+            body["commits"] = commits
+        else:
+            body["commits"] = [{**body["commits"][0], "added": [], "removed": [], "modified": files} for files in changed]
+    return variant(tmp_path, name, change)
+
+
+def runs_of(proc) -> dict[str, dict]:
+    """The PipelineRuns a push makes, by the service each rolls out."""
+    assert proc.returncode == 0, proc.stderr
+    runs = list(yaml.safe_load_all(proc.stdout))
+    by_service = {r["metadata"]["labels"]["iter8-tekton.dev/service"]: r for r in runs}
+    assert len(by_service) == len(runs)
+    return by_service
+
+
+@pytest.mark.parametrize(("changed", "services"), [
+    ([["reviews/src/app.py"]], {"reviews"}),
+    ([["ratings/kustomize/deployment.yaml"], ["docs/x.md"]], {"ratings"}),
+    ([["reviews/Dockerfile", "ratings/Dockerfile"]], {"reviews", "ratings"}),
+    ([["reviews/a"], ["ratings/b"]], {"reviews", "ratings"}),  # over two commits of one push
+])
+def test_a_push_rolls_out_each_listed_app_whose_folder_it_touched(tmp_path, changed, services):
+    proc = preview("--payload", shop_push(tmp_path, "shop", *changed), "--event", "push", "--secret", SECRET, "--repositories", SHOP)
+    runs = runs_of(proc)
+    assert set(runs) == services
+    for service, run in runs.items():
+        params = {p["name"]: p["value"] for p in run["spec"]["params"]}
+        assert params["bound-service"] == service and params["settings-file"] == f"{service}/.iter8-tekton.yaml"
+        assert run["metadata"]["generateName"] == f"canary-{service}-3f2a1bc-"
+        assert f"service {service}, bound by {service}=acme/shop@main:{service}/.iter8-tekton.yaml" in proc.stderr
+        assert admission(run) == []
+
+
+def test_a_push_that_touches_no_listed_app_starts_nothing(tmp_path):
+    proc = preview("--payload", shop_push(tmp_path, "docs", ["docs/README.md", "reviewsX/a"]), "--event", "push", "--secret", SECRET,
+                   "--repositories", SHOP)
+    assert proc.returncode == 1
+    assert "interceptor touched-a-listed-app: expression extensions.apps.size() > 0 did not return true" in proc.stderr
+
+
+FILE = {"id": SHA, "message": "m", "added": [], "removed": [], "modified": ["docs/a"]}
+
+
+@pytest.mark.parametrize(("why", "commits"), [
+    ("no commits listed (a new branch at an old commit, or a force push back)", []),
+    ("GitHub lists at most 2048 commits", [FILE] * 2048),
+    ("GitHub lists at most 3000 files of a commit", [{**FILE, "added": [f"docs/{i}" for i in range(3000)]}]),
+])
+def test_when_githubs_lists_may_be_incomplete_every_listed_app_rolls_out(tmp_path, why, commits):
+    """The push webhook's `commits` holds at most 2048 commits, and each commit's
+    added/removed/modified at most 3000 files (GitHub's webhook payload schema, push event)."""
+    proc = preview("--payload", shop_push(tmp_path, "truncated", commits=commits), "--event", "push", "--secret", SECRET,
+                   "--repositories", SHOP)
+    assert set(runs_of(proc)) == {"reviews", "ratings"}, why
+
+
+def test_an_app_at_the_repositorys_root_rolls_out_on_every_push(tmp_path):
+    proc = preview("--payload", shop_push(tmp_path, "any", ["anything/at/all"]), "--event", "push", "--secret", SECRET,
+                   "--repositories", "shop=acme/shop@main," + SHOP)
+    assert set(runs_of(proc)) == {"shop"}
+
+
+def test_more_apps_than_triggers_are_reported(tmp_path):
+    apps = [f"app{i}=acme/shop@main:app{i}/.iter8-tekton.yaml" for i in range(10)]
+    proc = preview("--payload", shop_push(tmp_path, "many", commits=[]), "--event", "push", "--secret", SECRET,
+                   "--repositories", ",".join(apps))
+    assert len(runs_of(proc)) == 8
+    assert "note: 10 apps matched, but the group github-push has only 8 Triggers" in proc.stderr
+
+
+def test_an_entry_without_a_service_starts_nothing_and_preview_says_why(tmp_path):
+    """The old list format (OWNER/NAME@BRANCH) binds no service: the listener skips it."""
+    proc = preview("--payload", str(EVENTS / "push.json"), "--event", "push", "--secret", SECRET, "--repositories", "example/reviews@main")
+    assert proc.returncode == 1 and "interceptor configured-repository" in proc.stderr
+    assert "note: repositories entry 'example/reviews@main' is not SERVICE=OWNER/NAME@BRANCH[:SETTINGS-FILE]; it starts no run" in proc.stderr
+
+
+def test_the_listener_and_read_settings_parse_the_list_alike():
+    """The EventListener's CEL matches each entry with steps/install.py's pattern."""
+    from steps.install import ENTRY
+
+    listener = by_kind(bundle(), "EventListener")["canary-rollout"]
+    expressions = json.dumps(listener["spec"]["triggerGroups"][0]["interceptors"])
+    used = set(re.findall(r"matches\('(\^\(\?P<service>[^']*)'\)", expressions))
+    assert used == {ENTRY.pattern}
+
+
+def test_each_app_trigger_differs_only_in_its_number():
+    triggers = sorted(by_kind(bundle(), "Trigger").values(), key=lambda t: t["metadata"]["name"])
+    assert [t["metadata"]["name"] for t in triggers] == [f"canary-rollout-app-{i}" for i in range(len(triggers))]
+    first = json.dumps(triggers[0])
+    for i, trigger in enumerate(triggers):
+        assert json.dumps(trigger) == re.sub(r"(app-|\[|> )0\b", lambda m, i=i: m.group(1) + str(i), first)
+        assert trigger["metadata"]["labels"]["iter8-tekton.dev/trigger-group"] == "github-push"
+
+
+def test_a_hand_start_makes_the_same_pipelinerun_as_a_push(fake_api, run_step):
+    """canary-start fills the installed TriggerTemplate as the TriggerBinding would for a push of
+    the same commit: the same run, but for the labels the sink adds."""
+    objects = bundle()
+    for obj in objects:
+        if obj["kind"] in ("TriggerTemplate", "ConfigMap"):
+            obj["metadata"]["namespace"] = "bookinfo"
+            fake_api.put("triggertemplates" if obj["kind"] == "TriggerTemplate" else "configmaps", obj)
+    proc = run_step("start", "reviews", "--namespace", "bookinfo", "--revision", SHA, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    by_hand = yaml.safe_load(proc.stdout)
+    pushed = runs_of(preview("--payload", str(EVENTS / "push.json"), "--event", "push", "--secret", SECRET))["reviews"]
+    for label in ("eventlistener", "trigger", "triggers-eventid"):
+        del pushed["metadata"]["labels"][f"triggers.tekton.dev/{label}"]
+    assert by_hand == pushed
+    assert admission(by_hand) == []
+    assert runtime(by_hand, by_kind(objects, "Pipeline")["canary-rollout"], by_kind(objects, "Task")) == []
+    created = run_step("start", "reviews", "--namespace", "bookinfo", "--revision", SHA)
+    assert created.returncode == 0, created.stderr
+    (made,) = [r for r in fake_api.calls("create") if r.plural == "pipelineruns"]
+    assert created.stdout.strip().startswith("canary-reviews-3f2a1bc-")
+
+
+def test_a_hand_start_names_what_is_wrong(fake_api, run_step):
+    objects = bundle()
+    settings = by_kind(objects, "ConfigMap")["canary-rollout-settings"]
+    settings["metadata"]["namespace"] = "bookinfo"
+    fake_api.put("configmaps", settings)
+    proc = run_step("start", "ratings", "--namespace", "bookinfo", "--revision", SHA)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no repositories entry binds service ratings")
+    proc = run_step("start", "reviews", "--namespace", "bookinfo", "--revision", SHA)
+    assert proc.returncode == 2 and "TriggerTemplate bookinfo/canary-rollout does not exist" in proc.stderr
+    assert run_step("start", "reviews", "--namespace", "bookinfo", "--revision", "main").returncode == 2
