@@ -160,4 +160,26 @@ def pod_security_baseline(deployment: dict) -> list[str]:
 def versioned(name: str, version: str) -> bool:
     """Named for this version: `<name>-<version>`, or that plus the hash suffix kustomize's
     generators add (`-<10 characters>`)."""
-    return re.search(rf"-{re.escape(version)}(-[a-z0-9]{{10}})?$", name) is not None
+    return re.search(rf"-{re.escape(version)}(-[a-z0-9]{{10}})?\Z", name) is not None
+
+
+def metadata_type_problems(objects: list) -> list[str]:
+    """One line per rendered object whose kind, name, labels or annotations are not text:
+    the API server would refuse it (422), e.g. a label `version: 1234567` that a bare short
+    SHA became. Checked before anything else looks at the objects."""
+    problems = []
+    for i, obj in enumerate(objects):
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        if not isinstance(meta, dict) or not isinstance(obj.get("kind"), str) or not isinstance(meta.get("name"), str):
+            problems.append(f"object {i + 1} of the kustomize output has no text kind and metadata.name")
+            continue
+        for field in ("labels", "annotations"):
+            values = meta.get(field) or {}
+            if not isinstance(values, dict):
+                problems.append(f"{obj['kind']} {meta['name']}: metadata.{field} is not a mapping")
+                continue
+            for key, value in values.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    problems.append(f"{obj['kind']} {meta['name']}: {field[:-1]} {key}: {value!r} is not text "
+                                    "(a bare number or true/false in YAML); quote it")
+    return problems
