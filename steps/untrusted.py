@@ -92,10 +92,12 @@ def read_text(path: Path, what: str, limit: int = MAX_FILE) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO must not hang
     except OSError as err:
         raise BadInput(f"cannot read {what}: {err.strerror}; check the path") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise BadInput(f"{what} is not a regular file; point the setting at a file")
-        data = f.read(limit + 1)
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise BadInput(f"{what} is larger than {limit // 1024} KiB; keep it smaller")
     try:
