@@ -297,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings[key]:
             settings[key] = os.path.normpath(os.path.join(folder, settings[key]))
     kustomize_dir = inside(args.checkout, settings["kustomize-dir"], "kustomize-dir")
+    inside(args.checkout, settings["context"], "context")  # a link to / would hand kaniko the build pod's files
     inside(args.checkout, os.path.join(settings["context"], settings["dockerfile"]), "the Dockerfile")
     template_path = settings["experiment-template"]
     template = iter8.load_template(str(inside(args.checkout, template_path, "experiment-template")) if template_path else None)

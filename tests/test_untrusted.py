@@ -357,6 +357,15 @@ def test_values_are_checked_whole(run_step, tmp_path, change, message):
     assert any("load.host" in line or "load.url" in line for line in lines[:-1]), lines
 
 
+def test_a_context_linked_out_of_the_checkout_is_refused(run_step, tmp_path):
+    """kaniko reads the context through the link: a context linked to / would let the
+    build COPY the build pod's own files (its registry credential) into the image."""
+    co = checkout(tmp_path)
+    (co / "root").symlink_to("/")  # root/<the checkout's own path>/Dockerfile is inside the checkout
+    proc = read_settings(run_step, tmp_path, co, "--context", "root", "--dockerfile", f"{co.relative_to('/')}/Dockerfile")
+    assert one_error(proc) == "error: context 'root' leads outside the repository (through a symbolic link)"
+
+
 def test_a_non_finite_rate_param_is_refused(run_step, tmp_path):
     lines = problems(read_settings(run_step, tmp_path, checkout(tmp_path), "--load-rate", "nan"))
     assert "param load-rate: 'nan' is not a number" in lines[0]
