@@ -173,13 +173,13 @@ def metadata_type_problems(objects: list) -> list[str]:
         if not isinstance(meta, dict) or not isinstance(obj.get("kind"), str) or not isinstance(meta.get("name"), str):
             problems.append(f"object {i + 1} of the kustomize output has no text kind and metadata.name")
             continue
-        for field in ("labels", "annotations"):
-            values = meta.get(field) or {}
+        for part in ("labels", "annotations"):
+            values = meta.get(part) or {}
             if not isinstance(values, dict):
-                problems.append(f"{obj['kind']} {meta['name']}: metadata.{field} is not a mapping")
+                problems.append(f"{obj['kind']} {meta['name']}: metadata.{part} is not a mapping")
                 continue
             for key, value in values.items():
                 if not isinstance(key, str) or not isinstance(value, str):
-                    problems.append(f"{obj['kind']} {meta['name']}: {field[:-1]} {key}: {value!r} is not text "
+                    problems.append(f"{obj['kind']} {meta['name']}: {part[:-1]} {key}: {value!r} is not text "
                                     "(a bare number or true/false in YAML); quote it")
     return problems

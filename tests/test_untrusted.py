@@ -329,7 +329,7 @@ SETTINGS = (APPS / "reviews" / ".iter8-tekton.yaml").read_text()
     (SETTINGS.replace("rate: 10", "rate: .inf"), ".inf is not a finite number"),
     ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 64 levels"),
     ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n"
-                                                     for p, c in zip("abcdefgh", "bcdefghi")), "anchors and aliases"),
+                                                     for p, c in zip("abcdefgh", "bcdefghi", strict=True)), "anchors and aliases"),
     ("service: reviews\nservice: ratings\n", "duplicate key 'service'"),
     ("service: !!python/object:os.system reviews\n", "explicit YAML tags"),
     ("x: " + "y" * (256 * 1024) + "\n", "is larger than 256 KiB"),
