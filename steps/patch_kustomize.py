@@ -30,7 +30,7 @@ from typing import Sequence
 import yaml
 
 from . import kustomize, placeholder, untrusted
-from .candidate import APPLIED_KINDS, metadata_type_problems, versioned
+from .candidate import APPLIED_KINDS, metadata_type_problems, shape_problems, versioned
 from .common import VERSION_LABEL, BadInput, Problems, add_results_dir, check_name, check_version, log, parser, run, write_results
 from .kustomization import FILES as KUSTOMIZATION_FILES
 from .kustomization import check_tree
@@ -55,9 +55,9 @@ _GoSafe.add_representer(str, lambda dumper, s: dumper.represent_scalar(
 def build(directory: Path) -> list[dict]:
     """kustomize's objects; names, labels and annotations must be text (else the API server refuses them)."""
     objects = kustomize.build(directory)
-    if problems := metadata_type_problems(objects):
+    if problems := metadata_type_problems(objects) or shape_problems(objects):
         raise Problems(problems, f"kustomize renders objects the API server would refuse ({len(problems)} problem(s) above); "
-                       "quote those values in the kustomize config")
+                       "fix them in the kustomize config (quote a value that must be text)")
     return objects
 # registry[:port]/path[:tag][@sha256:digest]; lowercase path components as in the OCI distribution spec.
 _IMAGE = re.compile(

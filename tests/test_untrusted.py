@@ -483,3 +483,20 @@ def test_a_number_label_in_the_render_is_refused(run_step, tmp_path):
     (co / "kustomize" / "deployment.yaml").write_text(deployment.replace("    version: v1\n", "    version: v1\n    build: 42\n", 1))
     lines = problems(check_only(run_step, co / "kustomize"))
     assert "Deployment reviews: label build: 42 is not text" in lines[0], lines
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("spec:\n  replicas: 1\n", "spec: []\nx:\n  replicas: 1\n", "Deployment reviews: spec has the wrong type"),
+    ("      containers:\n", "      containers:\n        - 5\n", "spec.template.spec.containers[0] has the wrong type"),
+    ("          securityContext:\n", "          securityContext:\n            capabilities: {add: [1, NET_ADMIN]}\n",
+     "securityContext.capabilities.add[0] has the wrong type"),
+])
+def test_a_misshapen_deployment_is_one_line_not_a_traceback(run_step, tmp_path, old, new, message):
+    """kustomize passes any shape through; the checks that read the pod template need the
+    types of k8s.io/api (apps/v1 Deployment, core/v1 PodSpec)."""
+    co = checkout(tmp_path)
+    deployment = (co / "kustomize" / "deployment.yaml").read_text()
+    assert old in deployment
+    (co / "kustomize" / "deployment.yaml").write_text(deployment.replace(old, new, 1))
+    lines = problems(check_only(run_step, co / "kustomize"))
+    assert message in lines[0], lines
