@@ -487,7 +487,7 @@ def test_a_number_label_in_the_render_is_refused(run_step, tmp_path):
 
 @pytest.mark.parametrize(("old", "new", "message"), [
     ("spec:\n  replicas: 1\n", "spec: []\nx:\n  replicas: 1\n", "Deployment reviews: spec has the wrong type"),
-    ("      containers:\n", "      containers:\n        - 5\n", "spec.template.spec.containers[0] has the wrong type"),
+    ("            - containerPort: 9080\n", "            - 9080\n", "spec.template.spec.containers[0].ports[0] has the wrong type"),
     ("          securityContext:\n", "          securityContext:\n            capabilities: {add: [1, NET_ADMIN]}\n",
      "securityContext.capabilities.add[0] has the wrong type"),
 ])
