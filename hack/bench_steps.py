@@ -12,7 +12,10 @@
 4. how far wait_completion's --timeout overshoots when the server never ends the watch,
    silent or sending bookmarks (target: < 1 s);
 5. the time from SIGTERM (to the process group, as Tekton's entrypoint sends it) to the exit
-   of wait_completion and of load (target: < 2 s).
+   of wait_completion and of load (target: < 2 s);
+6. read-settings on the sample app (tests/apps/reviews): the settings file, the kustomize
+   allowlist, two kustomize builds and the comparison with the serving version read from the
+   API (target: < 2 s, Python's start-up included).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from cluster import NS, V2, experiment_v2, v2_completed, v2_running  # noqa: E402
+from cluster import NS, V2, deployment, experiment_v2, service, v2_completed, v2_running  # noqa: E402
 from fakeapi import FakeApi  # noqa: E402
 
 B, C = "reviews-v1", "reviews-3f2a1bc"
@@ -163,6 +166,26 @@ def bench_sigterm(url: str, env: dict, tmp: Path) -> dict[str, float]:
     return exits
 
 
+def bench_read_settings(env: dict, tmp: Path, runs: int = 5) -> list[float]:
+    api = FakeApi().start()
+    api.put("services", service())
+    api.put("deployments", deployment("reviews", "v1"))
+    api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canary-rollout-settings", "namespace": NS},
+                           "data": {"image-registry": "registry.example.com/bookinfo", "load-hosts": "istio-ingressgateway.istio-system"}})
+    kubeconfig = api.write_kubeconfig(tmp / "kubeconfig-settings")
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        proc = step("settings", "--namespace", NS, "--checkout", str(ROOT / "tests" / "apps" / "reviews"), "--version", "3f2a1bc",
+                    env={**env, "KUBECONFIG": str(kubeconfig)})
+        out, err = proc.communicate(timeout=60)
+        times.append(time.monotonic() - started)
+        if proc.returncode:
+            raise SystemExit(f"read-settings failed: {err.strip()}")
+    api.stop()
+    return times
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=10, help="load duration for the rate figures")
@@ -183,6 +206,9 @@ def main() -> None:
               f"{overshoot['chatter']:.2f}s with bookmarks (python start-up included; target < 1 s)")
         exits = bench_sigterm(url, env, tmp)
         print(f"5. SIGTERM -> exit: wait_completion {exits['wait_completion']:.2f}s, load {exits['load']:.2f}s (target < 2 s)")
+        times = sorted(bench_read_settings(env, tmp))
+        print(f"6. read-settings on tests/apps/reviews: median {times[len(times) // 2]:.2f}s, slowest {times[-1]:.2f}s "
+              f"of {len(times)} runs (target < 2 s)")
 
 
 if __name__ == "__main__":

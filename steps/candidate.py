@@ -226,4 +226,60 @@ def pod_security_baseline(deployment: dict) -> list[str]:
 def versioned(name: str, version: str) -> bool:
     """Named for this version: `<name>-<version>`, or that plus the hash suffix kustomize's
     generators add (`-<10 characters>`)."""
-    return re.search(rf"-{re.escape(version)}(-[a-z0-9]{{10}})?$", name) is not None
+    return re.search(rf"-{re.escape(version)}(-[a-z0-9]{{10}})?\Z", name) is not None
+
+
+def metadata_type_problems(objects: list) -> list[str]:
+    """One line per rendered object whose kind, name, labels or annotations are not text:
+    the API server would refuse it (422), e.g. a label `version: 1234567` that a bare short
+    SHA became. Checked before anything else looks at the objects."""
+    problems = []
+    for i, obj in enumerate(objects):
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        if not isinstance(meta, dict) or not isinstance(obj.get("kind"), str) or not isinstance(meta.get("name"), str):
+            problems.append(f"object {i + 1} of the kustomize output has no text kind and metadata.name")
+            continue
+        for part in ("labels", "annotations"):
+            values = meta.get(part) or {}
+            if not isinstance(values, dict):
+                problems.append(f"{obj['kind']} {meta['name']}: metadata.{part} is not a mapping")
+                continue
+            for key, value in values.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    problems.append(f"{obj['kind']} {meta['name']}: {part[:-1]} {key}: {value!r} is not text "
+                                    "(a bare number or true/false in YAML); quote it")
+    return problems
+
+
+# The parts of a Deployment this module and patch_kustomize read, with their types
+# (k8s.io/api apps/v1, core/v1): {} a mapping, [x] a list of x. kustomize does not check
+# types, so `spec: []` must be one line here, not a traceback in a check below.
+_SECURITY_CONTEXT = {"capabilities": {"add": [str]}, "windowsOptions": {}, "seccompProfile": {}, "appArmorProfile": {},
+                     "seLinuxOptions": {}, "sysctls": [{"name": str}]}
+_CONTAINER = {"name": str, "image": str, "securityContext": _SECURITY_CONTEXT, "ports": [{}]}
+DEPLOYMENT_SHAPE = {"spec": {"selector": {"matchLabels": {}}, "template": {
+    "metadata": {"labels": {}, "annotations": {}},
+    "spec": {"volumes": [{}], "securityContext": _SECURITY_CONTEXT,
+             "initContainers": [_CONTAINER], "containers": [_CONTAINER], "ephemeralContainers": [_CONTAINER]},
+}}}
+
+
+def _misshapen(value, shape, where: str) -> str | None:
+    """The first place value does not have the shape (None is allowed: it reads as empty)."""
+    if value is None:
+        return None
+    if shape is str:
+        return None if isinstance(value, str) else where
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return where
+        return next((w for i, item in enumerate(value) if (w := _misshapen(item, shape[0], f"{where}[{i}]"))), None)
+    if not isinstance(value, dict):
+        return where
+    return next((w for key, sub in shape.items() if (w := _misshapen(value.get(key), sub, f"{where}.{key}"))), None)
+
+
+def shape_problems(objects: list[dict]) -> list[str]:
+    """One line per Deployment whose pod template has a field of the wrong type."""
+    return [f"Deployment {obj['metadata']['name']}: {where.lstrip('.')} has the wrong type; fix the manifest"
+            for obj in objects if obj.get("kind") == "Deployment" and (where := _misshapen(obj, DEPLOYMENT_SHAPE, ""))]

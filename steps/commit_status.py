@@ -29,7 +29,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 def repository(url: str) -> str | None:
-    match = _GITHUB_PATH.match(url)
+    match = _GITHUB_PATH.fullmatch(url)
     return f"{match.group(1)}/{match.group(2)}" if match else None
 
 
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not token:
         log("commit status reporting is off: no GitHub token (create the github-token Secret to turn it on)")
         return 0
-    if not repo or not _SHA.match(args.commit):
+    if not repo or not _SHA.fullmatch(args.commit):
         log(f"commit status reporting is off: {args.repo_url} @ {args.commit} is not a GitHub repository and commit SHA")
         return 0
     if args.phase == "start":

@@ -157,7 +157,7 @@ def touch(path: str | None) -> None:
 
 def check_name(value: str, what: str) -> str:
     """A Kubernetes object name that must also be usable as a DNS-1123 label (<= 63)."""
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise BadInput(
             f"{what} {value!r} is not a DNS-1123 label: use at most 63 lowercase letters, "
             "digits and '-', starting and ending with a letter or digit"
@@ -203,7 +203,7 @@ def parse_duration(text: str) -> float | None:
 
 def looks_like_commit(value: str) -> bool:
     """7-40 lowercase letters and digits, all but at most two of them hex digits."""
-    if not _COMMIT_LIKE.match(value):
+    if not _COMMIT_LIKE.fullmatch(value):
         return False
     return sum(c not in _HEX for c in value) <= 2
 

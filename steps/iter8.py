@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
+from . import untrusted
 from .common import LABEL_PREFIX, RUN_LABEL, BadInput, Problems, metadata_problems, parse_duration
 from .kube import ApiError, Kind
 
@@ -356,7 +358,7 @@ def check_template(exp: dict, limits: TemplateLimits, source: str) -> None:
         traffic = spec.get("trafficControl") or {}
         interval_text, iterations = traffic.get("interval", "30s"), traffic.get("maxIterations", 100)
         endpoint = (spec.get("analysis") or {}).get("analyticsService")
-        if endpoint is not None and endpoint.rstrip("/") not in ANALYTICS_SERVICES:
+        if endpoint is not None and (not isinstance(endpoint, str) or endpoint.rstrip("/") not in ANALYTICS_SERVICES):
             problems.append(f"{source}: spec.analysis.analyticsService {endpoint!r} is not iter8's analytics service; leave it out")
     interval = parse_duration(str(interval_text))
     if interval is None or not 1 <= interval <= limits.max_interval:
@@ -377,27 +379,36 @@ def default_template() -> dict:
     return yaml.safe_load(text)
 
 
+def _not_a_mapping(node: dict, allowed: dict, path: str) -> str | None:
+    """The first place the policy tree has a mapping and the template something else."""
+    for key, sub in allowed.items():
+        if isinstance(sub, dict) and key in node:
+            if not isinstance(node[key], dict):
+                return f"{path}{key}"
+            if found := _not_a_mapping(node[key], sub, f"{path}{key}."):
+                return found
+    return None
+
+
 def load_template(path: str | None) -> dict:
-    """The Experiment template from a YAML file (or the built-in v1alpha2 one), checked."""
+    """The Experiment template from a YAML file (or the built-in v1alpha2 one), read as
+    untrusted (steps.untrusted: bounded, strict YAML) and shaped as the policy expects."""
     if not path:
         return default_template()
-    try:
-        with open(path, encoding="utf-8") as f:
-            docs = [d for d in yaml.safe_load_all(f) if d is not None]
-    except OSError as err:
-        raise BadInput(f"cannot read experiment template {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where else ""
-        raise BadInput(f"experiment template {path} is not valid YAML{at}; fix the file") from None
-    if len(docs) != 1 or not isinstance(docs[0], dict):
-        raise BadInput(f"experiment template {path} must hold exactly one YAML mapping (one Experiment)")
-    exp = docs[0]
+    exp = untrusted.load_mapping(Path(path), f"experiment template {path}", "one Experiment")
     if exp.get("kind") != "Experiment":
         raise BadInput(f"experiment template {path} has kind {exp.get('kind')!r}; it must be an iter8 Experiment")
-    adapter_for(exp)
+    if not isinstance(exp.get("apiVersion"), str):
+        raise BadInput(f"experiment template {path} has no apiVersion; use one of {', '.join(sorted(ADAPTERS))}")
+    adapter = adapter_for(exp)
     if not isinstance(exp.get("spec"), dict):
         raise BadInput(f"experiment template {path} has no spec mapping; start from the README's template")
+    allowed = ALLOWED_V1ALPHA2 if adapter is ADAPTERS[V1Alpha2.api_version] else ALLOWED_V1ALPHA1
+    if where := _not_a_mapping(exp, allowed, ""):
+        raise BadInput(f"experiment template {path}: {where} must be a mapping; start from the README's template")
+    criteria = exp["spec"].get("criteria", [])
+    if not (isinstance(criteria, list) and all(isinstance(c, dict) for c in criteria)):
+        raise BadInput(f"experiment template {path}: spec.criteria must be a list of mappings; start from the README's template")
     return copy.deepcopy(exp)
 
 

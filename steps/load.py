@@ -11,6 +11,7 @@ appears, the experiment completes, --max-duration passes, or on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import signal
 import subprocess
@@ -168,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = urlsplit(args.url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise BadInput(f"--url {args.url!r} is not an http(s) URL; pass e.g. http://istio-ingressgateway.istio-system/")
-    if args.rate <= 0 or args.concurrency < 1 or args.max_duration <= 0:
-        raise BadInput("--rate and --max-duration must be positive and --concurrency at least 1")
+    if not (0 < args.rate < math.inf and 0 < args.max_duration < math.inf) or args.concurrency < 1:  # nan compares False
+        raise BadInput("--rate and --max-duration must be positive finite numbers and --concurrency at least 1")
     if bool(args.namespace) != bool(args.experiment):
         raise BadInput("--namespace and --experiment go together; pass both or neither")
     round_seconds = min(10.0, max(0.5, args.round_seconds))

@@ -11,31 +11,54 @@ Works on a copy of DIR, in one of two modes:
 In both modes the Deployments' image is set to IMAGE and every object whose name now
 carries the version gets the label iter8-tekton.dev/version: VER, so cleanup can find it.
 
-DIR comes from the pushed commit, so it may only use files inside itself: a reference to
-a URL, a git repository or a path outside DIR is refused before kustomize runs (kustomize
-has no switch to stop it from fetching them), kustomize runs with its root-only load
-restrictor, and the VERSION substitution never writes through a symbolic link.
+DIR comes from the pushed commit, so it is bounded (steps.untrusted.check_folder), every
+kustomization in it must pass the allowlist (steps.kustomization: local files only, no
+plugins), kustomize runs behind a closed proxy without git (steps.kustomize), and the
+VERSION substitution (steps.placeholder) never writes through a symbolic link. Every
+version value is written as a quoted string, so a SHA such as 1234e56 stays text.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import yaml
 
-from .candidate import APPLIED_KINDS, versioned
-from .common import VERSION_LABEL, BadInput, add_results_dir, check_name, check_version, log, parser, run, write_results
+from . import kustomize, placeholder, untrusted
+from .candidate import APPLIED_KINDS, metadata_type_problems, shape_problems, versioned
+from .common import VERSION_LABEL, BadInput, Problems, add_results_dir, check_name, check_version, log, parser, run, write_results
+from .kustomization import FILES as KUSTOMIZATION_FILES
+from .kustomization import check_tree
 
-PLACEHOLDER = re.compile(r"\bVERSION\b")
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-_TEXT_SUFFIXES = {".yaml", ".yml", ".json"}
+
+class _Quoted(yaml.SafeDumper):
+    """Every string double-quoted: a version such as 1234e56 or 0b10101 is a number to
+    Go's YAML readers when bare (sigs.k8s.io/yaml YAMLToJSON, goyaml.v2 resolve)."""
+
+
+_Quoted.add_representer(str, lambda dumper, s: dumper.represent_scalar("tag:yaml.org,2002:str", s, style='"'))
+
+
+class _GoSafe(yaml.SafeDumper):
+    """Plain where Go reads the same text, else double-quoted (for kubectl apply -f)."""
+
+
+_GoSafe.add_representer(str, lambda dumper, s: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", s, style=None if s and untrusted.go_reads_as_text(s) else '"'))
+
+
+def build(directory: Path) -> list[dict]:
+    """kustomize's objects; names, labels and annotations must be text (else the API server refuses them)."""
+    objects = kustomize.build(directory)
+    if problems := metadata_type_problems(objects) or shape_problems(objects):
+        raise Problems(problems, f"kustomize renders objects the API server would refuse ({len(problems)} problem(s) above); "
+                       "fix them in the kustomize config (quote a value that must be text)")
+    return objects
 # registry[:port]/path[:tag][@sha256:digest]; lowercase path components as in the OCI distribution spec.
 _IMAGE = re.compile(
     r"^(?P<name>(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -45,98 +68,10 @@ _IMAGE = re.compile(
 
 
 def parse_image(image: str) -> dict:
-    match = _IMAGE.match(image)
+    match = _IMAGE.fullmatch(image)
     if not match:
         raise BadInput(f"image {image!r} is not a valid image reference such as registry.example.com/app@sha256:<64 hex>")
     return match.groupdict()
-
-
-# Files are loaded only from inside the kustomization's own folder (explicit, though it is
-# kustomize's default); no plugins, no helm, no exec functions (their flags are not given).
-RESTRICTOR = "--load-restrictor=LoadRestrictionsRootOnly"
-
-
-def kustomize_command(directory: Path) -> list[str]:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build", RESTRICTOR, str(directory)]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize", RESTRICTOR, str(directory)]
-    raise BadInput("neither kustomize nor kubectl is on PATH; install kustomize (or kubectl >= 1.14)")
-
-
-# Every kustomization field that names a file, a folder or (to kustomize) a URL or git repo
-# (kustomize api v0.18 types/kustomization.go). helmCharts always need the network.
-_PATH_FIELDS = ("resources", "bases", "components", "crds", "configurations", "generators", "transformers", "validators")
-_GENERATORS = ("configMapGenerator", "secretGenerator")
-
-
-def _references(kustomization: dict) -> Iterator[tuple[str, str]]:
-    """(field, reference) for every file or folder a kustomization loads."""
-    for key in _PATH_FIELDS:
-        for entry in kustomization.get(key) or []:
-            if isinstance(entry, str):
-                yield key, entry
-    for entry in kustomization.get("patchesStrategicMerge") or []:
-        if isinstance(entry, str) and "\n" not in entry:  # else an inline patch
-            yield "patchesStrategicMerge", entry
-    for key in ("patches", "patchesJson6902", "replacements"):
-        for entry in kustomization.get(key) or []:
-            if isinstance(entry, dict) and entry.get("path"):
-                yield key, entry["path"]
-    for key in _GENERATORS:
-        for generator in kustomization.get(key) or []:
-            for field in ("files", "envs"):
-                for entry in generator.get(field) or []:
-                    yield key, entry.split("=", 1)[-1]  # files: [key=]path
-            if generator.get("env"):
-                yield key, generator["env"]
-    if isinstance(kustomization.get("openapi"), dict) and kustomization["openapi"].get("path"):
-        yield "openapi", kustomization["openapi"]["path"]
-
-
-def check_local_only(directory: Path) -> None:
-    """Refuse a kustomization (or one it includes) that loads anything from outside `directory`."""
-    root = directory.resolve()
-    pending, seen = [root], set()
-    while pending:
-        folder = pending.pop()
-        if folder in seen:
-            continue
-        seen.add(folder)
-        kustomization = _load_kustomization(folder)
-        if kustomization.get("helmCharts") or kustomization.get("helmChartInflationGenerator"):
-            raise BadInput(f"{folder.relative_to(root) if folder != root else 'the kustomization'} uses helmCharts, which "
-                           "kustomize fetches from the network; render the chart into the repository instead")
-        for key, ref in _references(kustomization):
-            target = (folder / ref).resolve()
-            if "://" in ref or ref.startswith("git@") or os.path.isabs(ref) or not target.is_relative_to(root) or not target.exists():
-                raise BadInput(
-                    f"{key} entry {ref!r} is not a file or folder inside {directory}: kustomize would fetch it from the "
-                    "network or read outside the app's folder; copy what it needs into the kustomize folder"
-                )
-            if key in ("resources", "bases", "components") and target.is_dir():
-                pending.append(target)
-
-
-def _load_kustomization(folder: Path) -> dict:
-    for name in KUSTOMIZATION_FILES:
-        path = folder / name
-        if path.is_file():
-            try:
-                loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except (yaml.YAMLError, UnicodeDecodeError):
-                raise BadInput(f"{path} is not valid YAML; fix the kustomization") from None
-            return loaded if isinstance(loaded, dict) else {}
-    return {}
-
-
-def build(directory: Path) -> list[dict]:
-    proc = subprocess.run(kustomize_command(directory), capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
-        detail = next((line for line in lines if line.startswith("Error:")), lines[-1] if lines else "no output")
-        raise BadInput(f"kustomize build failed: {detail}; fix the kustomize config")
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
 def find_kustomization(directory: Path) -> Path:
@@ -148,23 +83,6 @@ def find_kustomization(directory: Path) -> Path:
     raise BadInput(f"no kustomization.yaml in {directory}; pass the folder that holds the app's kustomization")
 
 
-def substitute_placeholder(directory: Path, version: str) -> list[Path]:
-    """Replace the word VERSION in the YAML/JSON files under directory; the files changed.
-    Symbolic links are neither followed nor written through."""
-    changed = []
-    for folder, dirs, files in os.walk(directory, followlinks=False):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(folder) / name
-            if path.is_symlink() or not path.is_file() or not (path.suffix in _TEXT_SUFFIXES or name == "Kustomization"):
-                continue
-            text = path.read_text(encoding="utf-8")
-            if any(PLACEHOLDER.search(line.split("#", 1)[0]) for line in text.splitlines()):  # not in comments
-                path.write_text(PLACEHOLDER.sub(version, text), encoding="utf-8")
-                changed.append(path)
-    return changed
-
-
 def image_override(deployments: list[dict], image: str) -> dict:
     """The kustomize `images:` entry that points the Deployments' app container at image."""
     new = parse_image(image)
@@ -173,7 +91,7 @@ def image_override(deployments: list[dict], image: str) -> dict:
             parse_image(c["image"])["name"]
             for d in deployments
             for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
-            if c.get("image") and _IMAGE.match(c["image"])
+            if isinstance(c.get("image"), str) and _IMAGE.fullmatch(c["image"])
         }
     )
     if len(names) > 1:  # several images: take the one whose repository has the same last path part
@@ -222,11 +140,14 @@ def overlay_transformers(version: str) -> list[dict]:
 def render(directory: Path, version: str, image: str) -> tuple[str, list[dict]]:
     """The mode used and the candidate's objects, rendered in a scratch copy of directory."""
     find_kustomization(directory)
-    check_local_only(directory)
+    untrusted.check_folder(directory)
+    check_tree(directory)
     with tempfile.TemporaryDirectory(prefix="patch-kustomize-") as scratch:
         base = Path(scratch) / "base"
         shutil.copytree(directory, base, symlinks=True)
-        mode = "placeholder" if substitute_placeholder(base, version) else "overlay"
+        mode = "placeholder" if placeholder.substitute(base, version) else "overlay"
+        if mode == "placeholder":
+            check_tree(base)  # as kustomize reads it now
         deployments = [d for d in build(base) if d.get("kind") == "Deployment"]
         if mode == "placeholder":
             unchanged = {d["metadata"]["name"] for d in deployments} & {
@@ -248,9 +169,9 @@ def render(directory: Path, version: str, image: str) -> tuple[str, list[dict]]:
             "images": [image_override(deployments, image)],
         }
         if mode == "overlay":
-            (overlay / "candidate-version.yaml").write_text(yaml.safe_dump_all(overlay_transformers(version)))
+            (overlay / "candidate-version.yaml").write_text(yaml.dump_all(overlay_transformers(version), Dumper=_Quoted))
             kustomization["transformers"] = ["candidate-version.yaml"]
-        (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        (overlay / "kustomization.yaml").write_text(yaml.dump(kustomization, Dumper=_Quoted, sort_keys=False))
         objects = build(overlay)
     for obj in objects:
         if versioned(obj.get("metadata", {}).get("name", ""), version):
@@ -284,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"the candidate Deployment is {', '.join(names)}, but the experiment expects {args.expect_deployment}; "
             "make the pipeline's `deployment` param the base name of the app's Deployment"
         )
-    manifest = yaml.safe_dump_all(objects, sort_keys=False)
+    manifest = yaml.dump_all(objects, Dumper=_GoSafe, sort_keys=False)
     if args.output:
         Path(args.output).write_text(manifest, encoding="utf-8")
     else:

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlsplit
 
 import jsonschema
-import yaml
 
 from . import install as installs
-from . import iter8
+from . import iter8, untrusted
 from .common import BadInput, Problems, add_results_dir, check_name, log, parser, run, write_results
 from .deploy import rendered_candidate
 from .install import Install
@@ -56,6 +57,8 @@ OVERRIDES = {
 
 def _number(text: str) -> int | float:
     value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
     return int(value) if value.is_integer() else value
 
 
@@ -77,14 +80,27 @@ def read_file(checkout: Path, relative: str) -> dict | None:
     path = inside(checkout, relative, "the settings file")
     if not path.exists():
         return None
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        mark = getattr(err, "problem_mark", None)
-        raise BadInput(f"{relative} is not valid YAML{f' (line {mark.line + 1})' if mark else ''}; fix the file") from None
-    if len(docs) != 1 or not isinstance(docs[0], dict):
-        raise BadInput(f"{relative} must hold one YAML mapping, a RolloutSettings")
-    return docs[0]
+    return untrusted.load_mapping(path, relative, "a RolloutSettings")
+
+
+def _finite_number(checker, instance) -> bool:
+    """JSON has no NaN or infinity: `load.rate: .nan` compares False with every cap."""
+    return not isinstance(instance, bool) and (isinstance(instance, int) or isinstance(instance, float) and math.isfinite(instance))
+
+
+def _full_pattern(validator, pattern, instance, schema):
+    """`pattern`, but matching the whole value: jsonschema uses re.search, and Python's `$`
+    also matches before a final newline, so "host\n" would pass ^...$."""
+    if isinstance(instance, str) and not re.fullmatch(pattern, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({
+    "number": _finite_number,
+    "integer": lambda checker, instance: _finite_number(checker, instance) and (isinstance(instance, int) or instance.is_integer()),
+})
+Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, validators={"pattern": _full_pattern},
+                                         type_checker=_TYPES)
 
 
 def schema(install: Install) -> dict:
@@ -104,7 +120,7 @@ def schema_problems(document: dict, install: Install, source: str) -> list[str]:
     loaded = schema(install)
     paths, labels = loaded["$defs"]["relativePath"]["pattern"], loaded["$defs"]["dnsLabel"]["pattern"]
     problems = []
-    for error in sorted(jsonschema.Draft202012Validator(loaded).iter_errors(document), key=lambda e: list(e.absolute_path)):
+    for error in sorted(Validator(loaded).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
         where = ".".join(str(p) for p in error.absolute_path) or "(the file)"
         if error.validator == "additionalProperties":
             unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
@@ -136,8 +152,11 @@ def is_cluster_internal(host: str) -> bool:
 
 
 def load_url_problems(url: str, install: Install, source: str) -> list[str]:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # e.g. http://[::1/
+        return [f"{source}: load.url {url!r} is not a valid URL"]
     allowed = {h.lower() for h in install.load_hosts} | {(urlsplit(install.default_load_url).hostname or "").lower()} - {""}
     try:
         ipaddress.ip_address(host)
@@ -250,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings[key]:
             settings[key] = os.path.normpath(os.path.join(folder, settings[key]))
     kustomize_dir = inside(args.checkout, settings["kustomize-dir"], "kustomize-dir")
+    inside(args.checkout, settings["context"], "context")  # a link to / would hand kaniko the build pod's files
     inside(args.checkout, os.path.join(settings["context"], settings["dockerfile"]), "the Dockerfile")
     template_path = settings["experiment-template"]
     template = iter8.load_template(str(inside(args.checkout, template_path, "experiment-template")) if template_path else None)

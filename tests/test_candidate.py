@@ -213,7 +213,7 @@ def template(tmp_path, change) -> str:
     (lambda e: e["metadata"].update(labels={"app": "-x-"}), "metadata.labels[app] '-x-' is not a valid label value"),
     (lambda e: e["spec"]["duration"].update(interval="8760h"), "the interval '8760h' must be a duration from 1s to 3600s"),
     (lambda e: e["spec"]["trafficControl"].update(maxIncrement=1000), "maxIncrement 1000 must be a whole number from 1 to 100"),
-    (lambda e: e["spec"]["trafficControl"].update(match={"http": [{"headers": {"x": {"exact": "y"}}}]}), "spec.trafficControl.match may not"),
+    (lambda e: e["spec"]["trafficControl"].update(match={"http": [{"headers": {"x": {"exact": "v2"}}}]}), "spec.trafficControl.match may not"),
     (lambda e: e["spec"]["criteria"][0].update(extra=1), "spec.criteria[0].extra may not be set"),
 ])
 def test_template_fields_the_pipeline_owns_are_refused(run_step, tmp_path, change, message):
