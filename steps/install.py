@@ -9,6 +9,7 @@ the Tasks their images, through kustomize replacements (kustomization.yaml).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -115,8 +116,10 @@ class Install:
                 kind = {"str": str, "int": int, "float": float}[spec.type]
                 try:
                     values[spec.name] = kind(raw)
+                    if kind is float and not math.isfinite(values[spec.name]):
+                        raise ValueError(raw)
                 except ValueError:
-                    raise BadInput(f"install setting {key}={raw!r} is not a {kind.__name__}; fix the ConfigMap {NAME}") from None
+                    raise BadInput(f"install setting {key}={raw!r} is not a finite {kind.__name__}; fix the ConfigMap {NAME}") from None
         return cls(**values)
 
     def bindings(self) -> list[Binding]:

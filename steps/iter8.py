@@ -352,7 +352,7 @@ def check_template(exp: dict, limits: TemplateLimits, source: str) -> None:
         duration = spec.get("duration") or {}
         interval_text, iterations = duration.get("interval", "30s"), duration.get("maxIterations", 100)
         increment = (spec.get("trafficControl") or {}).get("maxIncrement", 2)
-        if not isinstance(increment, int) or not 1 <= increment <= limits.max_increment:
+        if not isinstance(increment, int) or isinstance(increment, bool) or not 1 <= increment <= limits.max_increment:
             problems.append(f"{source}: spec.trafficControl.maxIncrement {increment!r} must be a whole number from 1 to {limits.max_increment}")
     else:
         traffic = spec.get("trafficControl") or {}
@@ -363,7 +363,7 @@ def check_template(exp: dict, limits: TemplateLimits, source: str) -> None:
     interval = parse_duration(str(interval_text))
     if interval is None or not 1 <= interval <= limits.max_interval:
         problems.append(f"{source}: the interval {interval_text!r} must be a duration from 1s to {limits.max_interval:g}s")
-    if not isinstance(iterations, int) or not 1 <= iterations <= limits.max_iterations:
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or not 1 <= iterations <= limits.max_iterations:
         problems.append(f"{source}: maxIterations {iterations!r} must be a whole number from 1 to {limits.max_iterations}")
     elif interval is not None and interval * (iterations + 1) > limits.experiment_timeout:
         # iter8 1.0.1 runs maxIterations + 1 analyses (pkg/controller/experiment/kubernetes.go syncKubernetes).

@@ -213,6 +213,8 @@ def template(tmp_path, change) -> str:
     (lambda e: e["metadata"].update(labels={"app": "-x-"}), "metadata.labels[app] '-x-' is not a valid label value"),
     (lambda e: e["spec"]["duration"].update(interval="8760h"), "the interval '8760h' must be a duration from 1s to 3600s"),
     (lambda e: e["spec"]["trafficControl"].update(maxIncrement=1000), "maxIncrement 1000 must be a whole number from 1 to 100"),
+    (lambda e: e["spec"]["trafficControl"].update(maxIncrement=True), "maxIncrement True must be a whole number from 1 to 100"),
+    (lambda e: e["spec"]["duration"].update(maxIterations=True), "maxIterations True must be a whole number from 1 to"),
     (lambda e: e["spec"]["trafficControl"].update(match={"http": [{"headers": {"x": {"exact": "v2"}}}]}), "spec.trafficControl.match may not"),
     (lambda e: e["spec"]["criteria"][0].update(extra=1), "spec.criteria[0].extra may not be set"),
 ])
@@ -329,3 +331,21 @@ def test_anything_else_is_still_refused(run_step, tmp_path):
     assert proc.returncode == 2
     assert "Ingress reviews: kind Ingress is not deployed with a candidate (only ConfigMap, Secret, HorizontalPodAutoscaler, " \
            "PodDisruptionBudget, Deployment)" in proc.stderr
+
+
+def test_the_tutorials_template_with_its_labels_is_accepted(run_step, tmp_path):
+    """The seed tutorial's app labels its template (app.kubernetes.io/name); labels and
+    annotations are kept, the pipeline's own keys are set over them."""
+    exp = yaml.safe_load((APPS / "reviews-seed" / "iter8" / "experiment.yaml").read_text())
+    assert exp["metadata"]["labels"] == {"app.kubernetes.io/name": "reviews"}
+    exp["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "someone"
+    exp["metadata"]["annotations"] = {"team": "books"}
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    proc = run_step("create_experiment", "--namespace", NS, "--service", "reviews", "--candidate", "reviews-3f2a1bc",
+                    "--baseline", "reviews", "--template", str(path), "--run", "run-1", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    made = yaml.safe_load(proc.stdout)["metadata"]
+    assert made["labels"] == {"app.kubernetes.io/name": "reviews", "app.kubernetes.io/managed-by": "iter8-tekton",
+                              "iter8-tekton.dev/run": "run-1"}
+    assert made["annotations"] == {"team": "books"}

@@ -252,3 +252,12 @@ def test_the_install_list_binds_each_entry_to_one_service():
                         Binding("hello", "acme/hello", "release/2.x", ".iter8-tekton.yaml")]
     assert [b.folder for b in bindings] == ["reviews/", "ratings/", ""]
     assert len(problems) == 3 and "'acme/old@main' is not SERVICE=OWNER/NAME@BRANCH[:SETTINGS-FILE]" in problems[0]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "lots"])
+def test_the_installs_caps_are_finite_numbers(run_step, tmp_path, value):
+    (tmp_path / "install.env").write_text(INSTALL + f"max-load-rate={value}\n")
+    proc = run_step("settings", "--namespace", "bookinfo", "--checkout", checkout(tmp_path), "--version", "3f2a1bc",
+                    "--install-settings-file", str(tmp_path / "install.env"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: install setting max-load-rate={value!r} is not a finite float; fix the ConfigMap canary-rollout-settings"
