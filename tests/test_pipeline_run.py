@@ -4,13 +4,14 @@ fake API server with the fake Deployment controller and the iter8 1.0.1 stand-in
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 
 import pytest
 
 from cluster import NS, V2, deployment, prerequisites, service
-from conftest import need, need_tool
+from conftest import APPS, need, need_tool
 from crdschema import crds_dir
 from fakecontrollers import Deployments, Iter8
 from pipelinerun import PipelineRun
@@ -185,6 +186,42 @@ def test_two_services_roll_out_at_once_without_touching_each_other(cluster, tmp_
         assert "waiting:" not in run.logs["acquire-lock"]
     deleted = {(r.user, r.name) for r in api.calls("delete", "deployments")}
     assert deleted == {("canary-cleanup", "reviews"), ("canary-cleanup", "ratings-2222222")}
+
+
+@pytest.mark.parametrize("winner", ["ratings", "reviews"])
+def test_two_services_from_one_commit_clean_up_only_their_own(cluster, tmp_path, app, winner):
+    """One push to a monorepo holding both apps starts one run per app; both candidates are
+    version 1234abc. One is promoted, the other rolled back: the rolled-back run's cleanup
+    deletes its own candidate and ConfigMap, never the other service's of the same version
+    (cleanup selects by service and version)."""
+    api, start = cluster
+    api.put("services", service("ratings", {"app": "ratings"}))
+    api.put("deployments", deployment("ratings", "v1", app="ratings"))
+    monorepo = tmp_path / "shop"
+    for name in ("reviews", "ratings"):
+        shutil.copytree(APPS / name, monorepo / name)
+    (monorepo / "ratings" / "kustomize" / "configmap.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ratings-settings}\ndata: {LOG_LEVEL: info}\n")
+    with open(monorepo / "ratings" / "kustomize" / "kustomization.yaml", "a") as f:
+        f.write("  - configmap.yaml\n")
+    start(judge=lambda exp: "candidate" if exp["spec"]["service"]["name"] == winner else "baseline")
+    runs = [rollout(api, tmp_path, app, name=f"run-{name}", short="1234abc", app_dir=monorepo,
+                    **{"settings-file": f"{name}/.iter8-tekton.yaml", "bound-service": name}) for name in ("reviews", "ratings")]
+    outcomes = {}
+    threads = [threading.Thread(target=lambda r=r: outcomes.__setitem__(r.name, r.execute())) for r in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    loser = ({"reviews", "ratings"} - {winner}).pop()
+    assert outcomes == {f"run-{winner}": "Succeeded", f"run-{loser}": "Failed"}, {r.name: r.logs for r in runs}
+    assert runs[0].status["cleanup"] == runs[1].status["cleanup"] == "Succeeded"
+    assert set(deployments(api)) == {f"{winner}-1234abc", loser}, "each run deleted only its own loser"
+    configmaps = {k[4] for k in api.objects if k[2] == "configmaps" and k[3] == NS}
+    assert f"{winner}-settings-1234abc" in configmaps and f"{loser}-settings-1234abc" not in configmaps
+    for key, obj in api.objects.items():
+        if key[2] in ("deployments", "configmaps") and (obj["metadata"].get("labels") or {}).get("iter8-tekton.dev/version") == "1234abc":
+            assert obj["metadata"]["labels"]["iter8-tekton.dev/service"] == key[4].split("-")[0]
 
 
 def test_old_runs_of_a_service_are_pruned_and_others_kept(cluster, tmp_path, app):
