@@ -8,7 +8,8 @@ that it started a run.
 
 The body is sent byte for byte, with X-GitHub-Event, X-GitHub-Delivery and
 X-Hub-Signature-256 (HMAC-SHA256 of those bytes with the webhook secret). Without
---payload, a minimal push event is built from --repository, --branch and --commit.
+--payload, a minimal push event is built from --repository, --branch and --commit; it lists
+no commits (which files changed is not known), so every listed app of that branch rolls out.
 
 Tekton Triggers answers 202 Accepted to every request whose body is a JSON object, before
 it runs the interceptors (tektoncd/triggers v0.37.0 pkg/sink/sink.go HandleEvent), so the
@@ -36,7 +37,9 @@ from github_events import headers, push_payload  # noqa: E402
 COMMIT_LABEL = "iter8-tekton.dev/commit"
 REASONS = """The listener answers 202 even when it rejects a request. The likely reasons no run started:
   - the webhook secret differs from the github-webhook Secret's (the signature check fails);
-  - {repository} is not in the install's `repositories`, or not with this branch (triggers/settings.env);
+  - {repository} is not in the install's `repositories`, or not with this branch, or its entry names no
+    service (SERVICE=OWNER/NAME@BRANCH[:FILE], triggers/settings.env);
+  - the push touched no listed app's folder (the folder of its settings file);
   - a tag push, a branch deletion, or an event other than push;
   - the listener's ServiceAccount may not create PipelineRuns, or the PipelineRun was invalid.
 Where the reasons are logged:

@@ -133,11 +133,11 @@ def test_the_overlay_it_applies_renders(sandbox):
                          capture_output=True, text=True, check=True).stdout
     objects = [d for d in yaml.safe_load_all(out) if d]
     settings = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "canary-rollout-settings")["data"]
-    assert settings["repositories"] == "example/reviews@main:tests/apps/reviews/.iter8-tekton.yaml"
+    assert settings["repositories"] == "reviews=example/reviews@main:tests/apps/reviews/.iter8-tekton.yaml"
     assert settings["image-registry"] == "kind-registry:5000/bookinfo" and settings["insecure-registry"] == "true"
     filters = [p["value"] for o in objects if o["kind"] == "EventListener"
-               for i in o["spec"]["triggers"][0]["interceptors"] for p in i.get("params", []) if p["name"] == "filter"]
-    assert any("'example/reviews@main:tests/apps/reviews/.iter8-tekton.yaml'.split(',')" in f for f in filters)
+               for i in o["spec"]["triggerGroups"][0]["interceptors"] for p in i.get("params", []) if p["name"] == "filter"]
+    assert any("'reviews=example/reviews@main:tests/apps/reviews/.iter8-tekton.yaml'.split(',')" in f for f in filters)
     images = {s["image"] for o in objects if o["kind"] == "Task" for s in o["spec"]["steps"]}
     assert {"localhost:5001/iter8-tekton/steps:0.1.0", "localhost:5001/iter8-tekton/git:0.1.0"} <= images
 
