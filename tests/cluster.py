@@ -168,6 +168,17 @@ def v1_2019(phase: str, traffic: tuple[int, int] | None, iteration: int = 8) -> 
     return status
 
 
+def serving(api, *apps: str, settings: dict[str, str] | None = None) -> None:
+    """What read-settings and deploy read besides the commit: each app's serving version
+    (bookinfo's v1, which the candidate is compared with), its Service, and the install's
+    settings."""
+    for app in apps or ("reviews",):
+        api.put("services", service(app, {"app": app}))
+        api.put("deployments", deployment(app, "v1", app=app))
+    api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canary-rollout-settings", "namespace": NS},
+                           "data": settings or {"image-registry": "registry.example.com/bookinfo"}})
+
+
 def pipeline_run(name: str, state: str = "Unknown") -> dict:
     """A PipelineRun: state Unknown (running), True (succeeded) or False (failed)."""
     return {

@@ -9,13 +9,11 @@ import shutil
 import pytest
 import yaml
 
+import cluster
 from cluster import NS, deployment, service
 from conftest import APPS, ROOT, need_tool
 
 IMAGE = "registry.example.com/bookinfo/reviews@sha256:" + "ab" * 32
-
-
-INSTALL = "image-registry=registry.example.com/bookinfo\n"
 
 
 @pytest.fixture(autouse=True)
@@ -23,10 +21,7 @@ def serving(fake_api):
     """What deploy compares the candidate with: the serving version (bookinfo's reviews-v1
     shape), its Service, and the install's settings."""
     need_tool("kubectl")
-    fake_api.put("services", service())
-    fake_api.put("deployments", deployment("reviews", "v1"))
-    fake_api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canary-rollout-settings", "namespace": NS},
-                                "data": {"image-registry": "registry.example.com/bookinfo"}})
+    cluster.serving(fake_api)
     return fake_api
 
 

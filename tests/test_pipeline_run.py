@@ -62,6 +62,17 @@ def rollout(api, tmp_path, app, name=RUN, short=SHORT, app_dir="reviews", **para
                        params={"load-url": app.url, **params})
 
 
+def at_once(runs: list[PipelineRun]) -> dict[str, str]:
+    """Run PipelineRuns concurrently, as Tekton would; their outcomes by name."""
+    outcomes = {}
+    threads = [threading.Thread(target=lambda r=r: outcomes.__setitem__(r.name, r.execute())) for r in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
 def deployments(api) -> dict[str, dict]:
     return {key[4]: obj for key, obj in api.objects.items() if key[2] == "deployments" and key[3] == NS}
 
@@ -170,12 +181,7 @@ def test_two_services_roll_out_at_once_without_touching_each_other(cluster, tmp_
     start(judge=lambda exp: "candidate" if exp["spec"]["service"]["name"] == "reviews" else "baseline")
     runs = [rollout(api, tmp_path, app, name="run-reviews", short="1111111"),
             rollout(api, tmp_path, app, name="run-ratings", short="2222222", app_dir="ratings")]
-    outcomes = {}
-    threads = [threading.Thread(target=lambda r=r: outcomes.__setitem__(r.name, r.execute())) for r in runs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(runs)
     assert outcomes == {"run-reviews": "Succeeded", "run-ratings": "Failed"}, {r.name: r.logs for r in runs}
     assert set(deployments(api)) == {"reviews-1111111", "ratings"}
     leases = {k[4] for k in api.objects if k[2] == "leases"}
@@ -207,12 +213,7 @@ def test_two_services_from_one_commit_clean_up_only_their_own(cluster, tmp_path,
     start(judge=lambda exp: "candidate" if exp["spec"]["service"]["name"] == winner else "baseline")
     runs = [rollout(api, tmp_path, app, name=f"run-{name}", short="1234abc", app_dir=monorepo,
                     **{"settings-file": f"{name}/.iter8-tekton.yaml", "bound-service": name}) for name in ("reviews", "ratings")]
-    outcomes = {}
-    threads = [threading.Thread(target=lambda r=r: outcomes.__setitem__(r.name, r.execute())) for r in runs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(runs)
     loser = ({"reviews", "ratings"} - {winner}).pop()
     assert outcomes == {f"run-{winner}": "Succeeded", f"run-{loser}": "Failed"}, {r.name: r.logs for r in runs}
     assert runs[0].status["cleanup"] == runs[1].status["cleanup"] == "Succeeded"

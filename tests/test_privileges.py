@@ -13,7 +13,7 @@ import shutil
 import pytest
 import yaml
 
-from cluster import NS, deployment, service
+from cluster import NS, deployment, serving
 from conftest import APPS, need_tool
 
 IMAGE = "registry.example.com/bookinfo/reviews@sha256:" + "ab" * 32
@@ -26,16 +26,12 @@ def cluster(fake_api):
     """bookinfo's reviews and ratings serving (their v1, as bookinfo.yaml has them), their
     Services, the install's settings."""
     need_tool("kubectl")
-    for app in ("reviews", "ratings"):
-        fake_api.put("services", service(app, {"app": app}))
-        fake_api.put("deployments", deployment(app, "v1", app=app))
     install(fake_api)
     return fake_api
 
 
 def install(api, **extra: str) -> None:
-    api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canary-rollout-settings", "namespace": NS},
-                           "data": {**INSTALL, **extra}})
+    serving(api, "reviews", "ratings", settings={**INSTALL, **extra})
 
 
 def checkout(tmp_path, change_deployment=None, extra: dict[str, str] | None = None, app: str = "reviews"):
@@ -193,34 +189,31 @@ def test_a_deployment_restarted_by_kubectl_still_compares_equal(run_step, tmp_pa
     assert read_settings(run_step, checkout(tmp_path)).returncode == 0
 
 
-def test_a_candidate_overwrites_no_other_services_object(run_step, fake_api, tmp_path):
-    """Two services from one commit name a ConfigMap alike: the second deploy refuses rather
-    than taking over the first's (which the first's cleanup would otherwise delete)."""
+def deploy(run_step, api):
+    """deploy the sample app for real (the fake Deployment controller makes it available)."""
     from fakecontrollers import Deployments
 
-    fake_api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-        "name": "reviews-settings-3f2a1bc", "namespace": NS,
-        "labels": {"iter8-tekton.dev/service": "ratings", "iter8-tekton.dev/version": "3f2a1bc"}}, "data": {"x": "y"}})
-    controller = Deployments(fake_api)
+    controller = Deployments(api)
     try:
-        proc = run_step("deploy", "--namespace", NS, "--service", "reviews", "--deployment", "reviews", "--kustomize-dir",
+        return run_step("deploy", "--namespace", NS, "--service", "reviews", "--deployment", "reviews", "--kustomize-dir",
                         str(APPS / "reviews" / "kustomize"), "--version", "3f2a1bc", "--image", IMAGE, "--rollout-timeout", "20")
     finally:
         controller.stop()
-    refused(proc, "ConfigMap reviews-settings-3f2a1bc exists already and belongs to service ratings")
+
+
+def test_a_candidate_overwrites_no_other_services_object(run_step, fake_api, tmp_path):
+    """Two services from one commit name a ConfigMap alike: the second deploy refuses rather
+    than taking over the first's (which the first's cleanup would otherwise delete)."""
+    fake_api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+        "name": "reviews-settings-3f2a1bc", "namespace": NS,
+        "labels": {"iter8-tekton.dev/service": "ratings", "iter8-tekton.dev/version": "3f2a1bc"}}, "data": {"x": "y"}})
+    refused(deploy(run_step, fake_api), "ConfigMap reviews-settings-3f2a1bc exists already and belongs to service ratings")
     assert not [r for r in fake_api.calls("patch")], "nothing was applied"
     assert fake_api.get("v1", "configmaps", NS, "reviews-settings-3f2a1bc")["data"] == {"x": "y"}
 
 
 def test_deploy_labels_what_it_applies_with_service_and_version(run_step, fake_api):
-    from fakecontrollers import Deployments
-
-    controller = Deployments(fake_api)
-    try:
-        proc = run_step("deploy", "--namespace", NS, "--service", "reviews", "--deployment", "reviews", "--kustomize-dir",
-                        str(APPS / "reviews" / "kustomize"), "--version", "3f2a1bc", "--image", IMAGE, "--rollout-timeout", "20")
-    finally:
-        controller.stop()
+    proc = deploy(run_step, fake_api)
     assert proc.returncode == 0, proc.stderr
     for plural, name in (("configmaps", "reviews-settings-3f2a1bc"), ("deployments", "reviews-3f2a1bc")):
         version = "v1" if plural == "configmaps" else "apps/v1"

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from cluster import deployment, service
+import cluster
 from conftest import APPS, ROOT, need_tool
 
 SCHEMA = json.loads((ROOT / "steps" / "schemas" / "rollout-settings.schema.json").read_text())
@@ -24,9 +24,7 @@ def serving(fake_api):
     """The cluster read-settings reads: the serving versions of reviews and ratings, which
     the candidate is compared with, and their Services."""
     need_tool("kubectl")
-    for app in ("reviews", "ratings"):
-        fake_api.put("services", service(app, {"app": app}))
-        fake_api.put("deployments", deployment(app, "v1", app=app))
+    cluster.serving(fake_api, "reviews", "ratings")
     return fake_api
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster import NS, deployment, service
+from cluster import NS, deployment, serving
 from conftest import APPS, need_tool
 
 DIGEST_IMAGE = "registry.example.com/bookinfo/reviews@sha256:" + "ab" * 32
@@ -45,10 +45,7 @@ def cluster(fake_api):
     (the candidate is compared with it), its Service, the install's settings."""
     if not shutil.which("kustomize"):
         need_tool("kubectl")
-    fake_api.put("services", service())
-    fake_api.put("deployments", deployment("reviews", "v1"))
-    fake_api.put("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "canary-rollout-settings", "namespace": NS},
-                                "data": {"image-registry": "registry.example.com/bookinfo"}})
+    serving(fake_api)
     return fake_api
 
 
