@@ -165,6 +165,13 @@ def _security_context(candidate: dict | None, baseline: dict | None, hardening: 
     return problems
 
 
+def _selector(deployment: dict) -> dict:
+    """A Deployment's selector without the version label."""
+    selector = dict((deployment.get("spec") or {}).get("selector") or {})
+    selector["matchLabels"] = {k: v for k, v in (selector.get("matchLabels") or {}).items() if k != VERSION_KEY}
+    return _normal(selector)
+
+
 def _labels(metadata: dict) -> dict:
     return {k: v for k, v in (metadata.get("labels") or {}).items() if k != VERSION_KEY}
 
@@ -181,11 +188,7 @@ def gained(candidate: dict, baseline: dict, *, own_secrets: set[str], allowance:
     base_meta, base = pod_template(baseline)
     problems = []
 
-    selector = lambda d: {k: v for k, v in ((d.get("spec") or {}).get("selector") or {}).items()}  # noqa: E731
-    cand_selector, base_selector = selector(candidate), selector(baseline)
-    for s in (cand_selector, base_selector):
-        s["matchLabels"] = {k: v for k, v in (s.get("matchLabels") or {}).items() if k != VERSION_KEY}
-    if _normal(cand_selector) != _normal(base_selector):
+    if _selector(candidate) != _selector(baseline):
         problems.append(f"spec.selector differs from the serving Deployment {base_name}'s other than in its {VERSION_KEY} label")
     if _labels(cand_meta) != _labels(base_meta):
         problems.append(f"the pod labels {_labels(cand_meta)} differ from the serving version's {_labels(base_meta)} "
