@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
-# Exit codes, the same in every step (see README, "Exit codes").
+# Exit codes, the same in every step (docs/reference/steps.md, "Exit codes").
 EXIT_OK = 0
 EXIT_ROLLOUT_FAILED = 1
 EXIT_BAD_INPUT = 2

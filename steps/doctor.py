@@ -58,7 +58,7 @@ def _version(text: str) -> tuple[int, ...] | None:
 def crd_keeps_analysis_state(kube: Kube) -> str:
     crd = kube.get(CRDS, None, "experiments.iter8.tools")
     if crd is None:
-        raise Failed("the CRD experiments.iter8.tools is not installed; install iter8 1.0.1 (see README, Prerequisites)")
+        raise Failed("the CRD experiments.iter8.tools is not installed; install iter8 1.0.1 (docs/install.md, Prerequisites)")
     versions = {v.get("name"): v for v in (crd.get("spec") or {}).get("versions") or []}
     if "v1alpha2" not in versions:
         raise Failed(f"the iter8 CRD serves {', '.join(sorted(versions))}, not v1alpha2 (iter8 1.0); install iter8 1.0.1")
@@ -66,7 +66,7 @@ def crd_keeps_analysis_state(kube: Kube) -> str:
     state = (status.get("properties") or {}).get("analysisState") or {}
     if state and not state.get("x-kubernetes-preserve-unknown-fields"):
         raise Failed("the iter8 CRD prunes status.analysisState, so every iteration starts from 100% baseline and the "
-                     "candidate never gets more than maxIncrement; patch the CRD (README, Prerequisites: "
+                     "candidate never gets more than maxIncrement; patch the CRD (docs/install.md, Prerequisites: "
                      "x-kubernetes-preserve-unknown-fields: true on status.analysisState)")
     return "the iter8 CRD keeps status.analysisState"
 
@@ -110,7 +110,7 @@ def no_foreign_routing(kube: Kube, namespace: str, service: str) -> str:
     if foreign:
         raise Failed(f"{', '.join(foreign)} route(s) {service}'s host but iter8 does not own them (no {ROUTER_LABEL} "
                      "label); iter8 creates its own rules beside them and Istio's routing is then undefined (IST0109): "
-                     "delete them, or label them for iter8 (README, Prerequisites)")
+                     "delete them, or label them for iter8 (docs/install.md, Prerequisites)")
     return f"no Istio rule that iter8 does not own routes {service}"
 
 
@@ -148,7 +148,7 @@ def metrics_job(kube: Kube, namespace: str, prometheus: str) -> str:
     if missing:
         raise Failed(f"the metrics queries in {namespace}/iter8config-metrics use job {', '.join(missing)}, which Prometheus "
                      f"does not have ({', '.join(sorted(known)) or 'no jobs'}): no metrics means no winner; set the job "
-                     "label the cluster's Prometheus uses (README, Prerequisites)")
+                     "label the cluster's Prometheus uses (docs/install.md, Prerequisites)")
     return f"the metrics queries' job {', '.join(jobs)} is in Prometheus"
 
 

@@ -402,13 +402,13 @@ def load_template(path: str | None) -> dict:
         raise BadInput(f"experiment template {path} has no apiVersion; use one of {', '.join(sorted(ADAPTERS))}")
     adapter = adapter_for(exp)
     if not isinstance(exp.get("spec"), dict):
-        raise BadInput(f"experiment template {path} has no spec mapping; start from the README's template")
+        raise BadInput(f"experiment template {path} has no spec mapping; start from steps/templates/experiment-v1alpha2.yaml")
     allowed = ALLOWED_V1ALPHA2 if adapter is ADAPTERS[V1Alpha2.api_version] else ALLOWED_V1ALPHA1
     if where := _not_a_mapping(exp, allowed, ""):
-        raise BadInput(f"experiment template {path}: {where} must be a mapping; start from the README's template")
+        raise BadInput(f"experiment template {path}: {where} must be a mapping; start from steps/templates/experiment-v1alpha2.yaml")
     criteria = exp["spec"].get("criteria", [])
     if not (isinstance(criteria, list) and all(isinstance(c, dict) for c in criteria)):
-        raise BadInput(f"experiment template {path}: spec.criteria must be a list of mappings; start from the README's template")
+        raise BadInput(f"experiment template {path}: spec.criteria must be a list of mappings; start from steps/templates/experiment-v1alpha2.yaml")
     return copy.deepcopy(exp)
 
 

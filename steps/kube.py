@@ -241,7 +241,7 @@ class Kube:
         if resp.status in (401, 403):
             raise ApiFailure(
                 f"Kubernetes API refused {method} {path} ({resp.status}): {_error_from(resp).detail}; "
-                "check the ServiceAccount and its Role (see README, RBAC)"
+                "check the ServiceAccount and its Role (docs/security.md, RBAC)"
             )
         if not 200 <= resp.status <= 299:
             raise _error_from(resp)

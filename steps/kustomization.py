@@ -185,7 +185,7 @@ class _Kustomization:
             if name is None:
                 hint = HINTS.get(next((h for h in HINTS if fold(h) == fold(key)), ""), "")
                 raise BadInput(f"{self.name}: {at} is not allowed in a kustomization the pipeline builds"
-                               f"{f' ({hint})' if hint else ''}; see README \"Security\" for the fields it allows")
+                               f"{f' ({hint})' if hint else ''}; see docs/security.md for the fields it allows")
             if name in seen:
                 raise BadInput(f"{self.name}: {seen[name]!r} and {key!r} are the same field to kustomize; keep one")
             seen[name] = key

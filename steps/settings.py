@@ -206,7 +206,7 @@ def resolve(document: dict | None, overrides: dict[str, str], install: Install, 
             except ValueError:
                 problems.append(f"param {param}: {value!r} is not a number")
     if not settings.get("service"):
-        problems.append(f"no service: add {FILE} to the app's repository (see README, \"Add a service\"), or pass the service param")
+        problems.append(f"no service: add {FILE} to the app's repository (docs/add-a-service.md), or pass the service param")
     settings.setdefault("deployment", settings.get("service"))
     file_load = (document or {}).get("load") if isinstance((document or {}).get("load"), dict) else {}
     settings["load"]["url"], settings["load"]["host"] = load_target(
