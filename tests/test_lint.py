@@ -16,6 +16,6 @@ def test_python_passes_ruff():
 
 def test_yaml_passes_yamllint():
     yamllint = need_tool("yamllint")
-    files = ["kustomization.yaml", "tasks", "triggers", "tests/apps", ".hadolint.yaml", "hack/tekton-lint/.tektonlintrc.yaml"]
+    files = ["kustomization.yaml", "replacements.yaml", "tasks", "triggers", "tests/apps", ".hadolint.yaml", "hack/tekton-lint/.tektonlintrc.yaml"]
     proc = subprocess.run([yamllint, "--strict", "-c", ".yamllint.yaml", *files], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
