@@ -71,7 +71,9 @@ def seed_deploy(api):
 
     seed_running(api)
     api.put("services", service())
-    api.controllers = [Deployments(api)]
+    # The candidate's pods start only once deploy has read it and begun watching it, as
+    # they would take seconds on a cluster: each run then makes the same calls, the watch included.
+    api.controllers = [Deployments(api, available_when=lambda dep: api.calls("watch", "deployments"))]
 
 
 def seed_prune(api):
