@@ -9,7 +9,9 @@
   * target detection (pkg/controller/experiment/reconcile.go detectTargets): the Service,
     then the baseline, then the candidate; a missing one fails at once, an existing one is
     polled every 3 s for up to 15 s (targets/helpers.go waitForState); a failure sets
-    phase Pause, TargetsProvided False, reason TargetsError, "<X> Not Ready";
+    phase Pause, TargetsProvided False, reason TargetsError, "<X> Not Ready"; success sets
+    TargetsProvided True and, as the first iteration follows in the same status update
+    (kubernetes.go syncKubernetes), phase Progressing;
   * what wakes a paused experiment (experiment_controller.go add, proceed): only the
     creation or deletion of a target Deployment, a `resume` (cleared from the spec, then
     detection again) or a `terminate`; Deployment updates never do;
@@ -20,8 +22,8 @@
   * an analytics error sets phase Pause, AnalyticsServiceNormal False (for good);
   * analytics judges the requests Prometheus counted since the experiment started
     (iter8-analytics v1.0.1 iter8_analytics/api/experiment.py populate_metric_values); with
-    none, the baseline's bias wins (add_baseline_bias). Real iterations are 30 s apart, so
-    load is running long before the last one; the tests' iterations are 50 ms apart, so
+    none, the baseline's bias wins (add_baseline_bias). The bundle's iterations are 30 s
+    apart (steps/templates), so load is running long before the last one; the tests' iterations are 50 ms apart, so
     with `traffic` (the app's request count) an iteration is analysed only once requests
     arrived since the previous one: the experiment lasts as long as load needs to start;
   * maxIterations + 1 analyses, then completion (reconcile.go completeExperiment): the
