@@ -121,6 +121,7 @@ class Request:
     query: dict
     user: str = ""  # the bearer token: tests give each ServiceAccount its own
     implied: bool = False  # not a request: the authorization a server-side apply also needs
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 class FakeApi:

@@ -2,13 +2,16 @@
 
 - `Deployments` plays Kubernetes' Deployment controller: a new Deployment becomes
   available after a delay (per name), with the status fields `kubectl rollout status`
-  and iter8 read.
+  and iter8 read; or only once `available_when(deployment)` holds (real pods take
+  seconds: a test that needs the wait to be watched says so, not a delay).
 - `Iter8` plays iter8-controller v1.0.1 (iter8-tools/iter8-controller, tag v1.0.1) for
   iter8.tools/v1alpha2 experiments, as its code does it, not as its docs say:
   * target detection (pkg/controller/experiment/reconcile.go detectTargets): the Service,
     then the baseline, then the candidate; a missing one fails at once, an existing one is
     polled every 3 s for up to 15 s (targets/helpers.go waitForState); a failure sets
-    phase Pause, TargetsProvided False, reason TargetsError, "<X> Not Ready";
+    phase Pause, TargetsProvided False, reason TargetsError, "<X> Not Ready"; success sets
+    TargetsProvided True and, as the first iteration follows in the same status update
+    (kubernetes.go syncKubernetes), phase Progressing;
   * what wakes a paused experiment (experiment_controller.go add, proceed): only the
     creation or deletion of a target Deployment, a `resume` (cleared from the spec, then
     detection again) or a `terminate`; Deployment updates never do;
@@ -17,6 +20,12 @@
     gets at most maxIncrement, from 100% baseline, every time (iter8-analytics v1.0.1
     experiment.py apply_max_increment);
   * an analytics error sets phase Pause, AnalyticsServiceNormal False (for good);
+  * analytics judges the requests Prometheus counted since the experiment started
+    (iter8-analytics v1.0.1 iter8_analytics/api/experiment.py populate_metric_values); with
+    none, the baseline's bias wins (add_baseline_bias). The bundle's iterations are 30 s
+    apart (steps/templates), so load is running long before the last one; the tests' iterations are 50 ms apart, so
+    with `traffic` (the app's request count) an iteration is analysed only once requests
+    arrived since the previous one: the experiment lasts as long as load needs to start;
   * maxIterations + 1 analyses, then completion (reconcile.go completeExperiment): the
     messages "Traffic To Winner", "Traffic To Baseline", "Traffic User Specified (Abort)";
   * its own VirtualService and DestinationRule, `<svc>.<ns>.svc.cluster.local.iter8router`,
@@ -49,6 +58,7 @@ class _Loop:
     def __init__(self, api, tick: float = 0.02):
         self.api, self.tick = api, tick
         self.errors: list[str] = []  # what went wrong in the loop (e.g. a status write the CRD refused)
+        self.rounds = 0  # reconcile passes done: a test waits for a pass to have seen a change
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -59,6 +69,7 @@ class _Loop:
                 self.step()
             except Exception as err:  # noqa: BLE001 - reported to the test, the loop goes on
                 self.errors.append(f"{type(err).__name__}: {err}")
+            self.rounds += 1
 
     def objects(self, plural: str) -> list[dict]:
         with self.api.lock:
@@ -74,10 +85,12 @@ class _Loop:
 
 class Deployments(_Loop):
     """A Deployment is available `ready_after[name]` (default `default`) seconds after it
-    appears; what tests put with a status already is left alone."""
+    appears, and not before `available_when(deployment)` holds; what tests put with a status
+    already is left alone."""
 
-    def __init__(self, api, default: float = 0.0, ready_after: dict[str, float] | None = None):
-        self.default, self.ready_after = default, ready_after or {}
+    def __init__(self, api, default: float = 0.0, ready_after: dict[str, float] | None = None,
+                 available_when: Callable[[dict], object] = lambda deployment: True):
+        self.default, self.ready_after, self.available_when = default, ready_after or {}, available_when
         self.seen: dict[tuple, float] = {}
         super().__init__(api)
 
@@ -88,7 +101,7 @@ class Deployments(_Loop):
             if status.get("observedGeneration", 0) >= meta.get("generation", 1):
                 continue
             first = self.seen.setdefault(key, time.monotonic())
-            if time.monotonic() - first < self.ready_after.get(meta["name"], self.default):
+            if time.monotonic() - first < self.ready_after.get(meta["name"], self.default) or not self.available_when(dep):
                 continue
             replicas = dep["spec"].get("replicas", 1)
             self.api.patch_status("apps/v1", "deployments", meta["namespace"], meta["name"], {
@@ -105,6 +118,7 @@ class _State:
     refresh: bool = False
     iterations: int = 0
     last: float = 0.0
+    requests: int = 0  # the app's request count at the last analysis
 
 
 class Iter8(_Loop):
@@ -112,14 +126,20 @@ class Iter8(_Loop):
 
     `judge(exp)` returns the winner of an iteration's analysis: "candidate", "baseline" or
     None (no winner yet); `analytics_error`, when set, is what analytics answers instead.
-    `iteration` overrides spec.duration.interval (seconds) to keep tests short.
+    `iteration` overrides spec.duration.interval (seconds) to keep tests short; `traffic`,
+    when given, returns the requests the app has served so far: an iteration waits for new ones.
+    A resume is taken only once `resume_when(exp)` holds (a test that needs the wait for it
+    to be watched says so).
     """
 
     def __init__(self, api, judge: Callable[[dict], str | None] = lambda exp: "candidate", iteration: float = 0.05,
-                 window: float = DETECT_WINDOW, poll: float = DETECT_POLL):
-        self.judge, self.iteration, self.window, self.poll = judge, iteration, window, poll
+                 window: float = DETECT_WINDOW, poll: float = DETECT_POLL, traffic: Callable[[], int] | None = None,
+                 resume_when: Callable[[dict], object] = lambda exp: True):
+        self.judge, self.iteration, self.window, self.poll, self.traffic = judge, iteration, window, poll, traffic
+        self.resume_when = resume_when
         self.analytics_error: str | None = None
         self.paused_at: dict[tuple, float] = {}  # (namespace, name) -> when analytics paused it
+        self.gave_up: set[tuple] = set()  # (namespace, experiment) whose detection polled a target for the whole window
         self.states: dict[tuple, _State] = {}
         self.known_deployments: set[tuple] | None = None
         super().__init__(api)
@@ -165,7 +185,7 @@ class Iter8(_Loop):
         status = exp["status"]
         if override.get("action") == "terminate":
             return self.complete(exp, terminate=override.get("trafficSplit") or {})
-        if override.get("action") == "resume":
+        if override.get("action") == "resume" and self.resume_when(exp):
             spec = copy.deepcopy(exp["spec"])
             del spec["manualOverride"]  # the controller clears pause and resume from the spec
             with self.api.lock:
@@ -200,25 +220,31 @@ class Iter8(_Loop):
         for what, ready in (("Service", lambda: self.service_ready(ns, svc["name"])),
                             ("Baseline", lambda: self.deployment_ready(ns, svc["baseline"])),
                             ("Candidate", lambda: self.deployment_ready(ns, svc["candidates"][0]))):
-            if not self.wait_for(ready):
+            found = self.wait_for(ready)
+            if not found:
                 message = f"{what} {'Deleted' if found_before else 'Not Ready'}"
                 self.write(exp, {"phase": "Pause", "message": f"TargetsError: {message}",
                                  "conditions": self.conditions(exp, _condition("TargetsProvided", "False", "TargetsError", message))})
+                if found is False:  # the window ran out (not a Get error)
+                    self.gave_up.add((ns, exp["metadata"]["name"]))
                 return False
         self.route(exp, 100, 0)
         exp = self.fresh(exp)
         conditions = self.conditions(exp, _condition("TargetsProvided", "True", "TargetsFound"))
-        self.write(exp, {"message": "RoutingRulesReady", "conditions": [
+        # kubernetes.go syncKubernetes: the first iteration (processIteration: MarkIterationUpdate,
+        # phase Progressing) follows in the same reconcile and one status update, so a Pause is
+        # never seen with the targets found.
+        self.write(exp, {"phase": "Progressing", "message": "RoutingRulesReady", "conditions": [
             c if c["type"] != "RoutingRulesReady" else _condition("RoutingRulesReady", "True", "RoutingRulesReady") for c in conditions]})
         return True
 
-    def wait_for(self, ready: Callable[[], bool | None]) -> bool:
-        """helpers.go waitForState: PollImmediate(3 s, 15 s); a Get error (None) ends it at once."""
+    def wait_for(self, ready: Callable[[], bool | None]) -> bool | None:
+        """helpers.go waitForState: PollImmediate(3 s, 15 s); a Get error ends it at once (None)."""
         deadline = time.monotonic() + self.window
         while True:
             answer = ready()
             if answer is None:
-                return False
+                return None
             if answer:
                 return True
             if time.monotonic() + self.poll > deadline or self.stopping.wait(self.poll):
@@ -254,6 +280,11 @@ class Iter8(_Loop):
                 exp, _condition("AnalyticsServiceNormal", "False", "AnalyticsServiceError", self.analytics_error))})
             self.paused_at.setdefault((exp["metadata"]["namespace"], exp["metadata"]["name"]), time.monotonic())
             return
+        if self.traffic is not None:  # no request since the last analysis: wait for load (module docstring)
+            requests = self.traffic()
+            if requests <= state.requests:
+                return
+            state.requests = requests
         spec, status = exp["spec"], exp["status"]
         max_increment = (spec.get("trafficControl") or {}).get("maxIncrement", 2)
         last = (status.get("analysisState") or {}).get("traffic_split_recommendation") or {}

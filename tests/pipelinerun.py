@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import tomllib
+import traceback
 from pathlib import Path
 
 import yaml
@@ -26,6 +27,7 @@ from conftest import APPS, ROOT
 from tekton import VARIABLE, by_kind, strings, substitute
 
 STEPS_IMAGE = "ghcr.io/iter8-tekton/steps:0.1.0"
+STEP_TIMEOUT = 300  # seconds: a step still running then is a hung test, reported as its task's failure
 DIGEST = "sha256:" + "c0" * 32
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 
@@ -122,13 +124,10 @@ class PipelineRun:
         self.finish(name, results, "Failed" if failed else "Succeeded", "\n".join(log))
 
     def run_task_or_fail(self, ptask: dict) -> None:
-        """A task whose simulation breaks fails (with the traceback as its log) instead of
-        leaving the tasks after it waiting forever."""
+        """run_task in a thread: an error in this harness fails the task, it does not drop it."""
         try:
             self.run_task(ptask)
         except Exception:  # noqa: BLE001 - reported as the task's log
-            import traceback
-
             self.finish(ptask["name"], {}, "Failed", traceback.format_exc())
 
     def finish(self, name: str, results: dict, status: str, log: str = "") -> None:
@@ -150,7 +149,12 @@ class PipelineRun:
         if step.get("script"):
             argv = ["sh", "-c", step["script"]]
         cwd = substitute(step.get("workingDir", str(ROOT)), task_vars)
-        proc = subprocess.run(module_argv(argv), capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+        try:
+            proc = subprocess.run(module_argv(argv), capture_output=True, text=True, cwd=cwd, env=env, timeout=STEP_TIMEOUT)
+        except subprocess.TimeoutExpired as hung:  # as Tekton fails a TaskRun past its timeout
+            output = "".join(o.decode() if isinstance(o, bytes) else o or "" for o in (hung.stdout, hung.stderr))
+            log.append(f"[{step['name']}] {argv}\n{output}still running after {STEP_TIMEOUT}s: killed")
+            return 1
         log.append(f"[{step['name']}] {argv}\n{proc.stdout}{proc.stderr}")
         return proc.returncode
 

@@ -37,7 +37,7 @@ def test_a_missing_candidate_pauses_at_once_and_a_slow_one_stays_paused_until_re
     """reconcile.go detectTargets; targets/helpers.go waitForState (a Get error ends the poll);
     experiment_controller.go: Deployment updates never wake a paused experiment."""
     iter8 = Iter8(api, window=0.6, poll=0.2)
-    pods = Deployments(api, ready_after={C: 1.5})
+    pods = Deployments(api, available_when=lambda dep: (NS, C) in iter8.gave_up)  # slower than iter8's window
     try:
         api.put("experiments", experiment_v2(C, B, C))
         wait_for(lambda: status(api).get("phase") == "Pause", what="the pause")
@@ -47,7 +47,8 @@ def test_a_missing_candidate_pauses_at_once_and_a_slow_one_stays_paused_until_re
         del candidate["status"]
         api.put("deployments", candidate)  # created: iter8 detects once, polls 0.6 s, gives up
         wait_for(lambda: (api.get("apps/v1", "deployments", NS, C).get("status") or {}).get("availableReplicas"), what="the candidate")
-        time.sleep(1.0)
+        seen = iter8.rounds + 2  # a whole reconcile pass after the update
+        wait_for(lambda: iter8.rounds >= seen, what="iter8 to see the update")
         assert status(api)["phase"] == "Pause", "a Deployment update does not wake it"
         exp = api.get(V2, "experiments", NS, C)
         exp["spec"]["manualOverride"] = {"action": "resume"}
@@ -114,11 +115,14 @@ def test_iter8_names_its_routing_rules_as_v101_does(api):
     try:
         api.put("experiments", experiment_v2(C, B, C))
         name = f"reviews.{NS}.svc.cluster.local.iter8router"
-        wait_for(lambda: api.get("networking.istio.io/v1alpha3", "destinationrules", NS, name), what="the rules")
-        dr = api.get("networking.istio.io/v1alpha3", "destinationrules", NS, name)
+
+        def rules():  # router.go writes the DestinationRule, then the VirtualService
+            found = [api.get("networking.istio.io/v1alpha3", plural, NS, name) for plural in ("destinationrules", "virtualservices")]
+            return all(found) and found
+
+        dr, vs = wait_for(rules, what="the rules")
         assert [s["name"] for s in dr["spec"]["subsets"]] == ["iter8-baseline", "iter8-candidate-0"]
         assert dr["spec"]["subsets"][1]["labels"] == {"app": "reviews", "version": "3f2a1bc"}
-        vs = api.get("networking.istio.io/v1alpha3", "virtualservices", NS, name)
         assert vs["metadata"]["labels"]["iter8-tools/router"] == f"reviews.{NS}.svc.cluster.local"
     finally:
         iter8.stop()

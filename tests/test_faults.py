@@ -72,7 +72,9 @@ def seed_deploy(api):
 
     seed_running(api)
     seed_settings(api)
-    api.controllers = [Deployments(api)]
+    # The candidate's pods start only once deploy has read it and begun watching it, as
+    # they would take seconds on a cluster: each run then makes the same calls, the watch included.
+    api.controllers = [Deployments(api, available_when=lambda dep: api.calls("watch", "deployments"))]
 
 
 def seed_prune(api):
@@ -106,14 +108,15 @@ STEPS = {
 
 
 def complete_when_watched(api, watches: int) -> threading.Thread:
-    """Finish the experiment once the step has a live watch (after `watches` attempts)."""
+    """Finish the experiment once the step watches it (after `watches` attempts); the watch
+    starts from the resourceVersion the step read, so the fake API sends it the change
+    however soon after the request it is made."""
 
     def finish():
         try:
             wait_for(lambda: len(api.calls("watch", "experiments")) >= watches, timeout=30)
         except AssertionError:
             return
-        time.sleep(0.1)
         api.patch_status(V2, "experiments", NS, C, v2_completed(B, C, "Traffic To Winner", C, (0, 100)))
 
     thread = threading.Thread(target=finish, daemon=True)

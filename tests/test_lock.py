@@ -37,7 +37,9 @@ def test_two_runs_for_one_service_take_turns(fake_api, step, start_step):
     assert step("lock", *acquire("run-a")).code == 0
     assert holder(fake_api) == "run-a"
     second = start_step("lock", *acquire("run-b"))
-    wait_for(lambda: len(fake_api.calls("get", "pipelineruns")) >= 2, what="run-b checking on run-a")
+    # Each run first reads its own PipelineRun (to label it); run-b then reads run-a's, finds it
+    # running and says it waits.
+    wait_for(lambda: len([r for r in fake_api.calls("get", "pipelineruns") if r.name == "run-a"]) >= 2, what="run-b checking on run-a")
     assert second.poll() is None and holder(fake_api) == "run-a", "run-b must wait"
     assert step("lock", *release("run-a")).code == 0
     out, err = second.communicate(timeout=20)

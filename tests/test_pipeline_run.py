@@ -4,6 +4,7 @@ fake API server with the fake Deployment controller and the iter8 1.0.1 stand-in
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -48,7 +49,7 @@ def cluster(fake_api, app):
 
     def start(**iter8):
         controllers.append(Deployments(fake_api, ready_after=iter8.pop("ready_after", None)))
-        controllers.append(Iter8(fake_api, **{"window": 1.0, "poll": 0.2, **iter8}))
+        controllers.append(Iter8(fake_api, **{"window": 1.0, "poll": 0.2, "traffic": lambda: app.count, **iter8}))
         return controllers[-1]
 
     yield fake_api, start
@@ -73,6 +74,11 @@ def at_once(runs: list[PipelineRun]) -> dict[str, str]:
     return outcomes
 
 
+def report(*runs: PipelineRun) -> str:
+    """What each task said, for an assertion's message."""
+    return "\n".join(f"== {run.name} {k}: {run.status.get(k)}\n{v}" for run in runs for k, v in run.logs.items())
+
+
 def deployments(api) -> dict[str, dict]:
     return {key[4]: obj for key, obj in api.objects.items() if key[2] == "deployments" and key[3] == NS}
 
@@ -81,7 +87,7 @@ def test_promotion(cluster, tmp_path, app):
     api, start = cluster
     start(judge=lambda exp: "candidate")
     run = rollout(api, tmp_path, app)
-    assert run.execute() == "Succeeded", "\n".join(f"== {k}: {run.status.get(k)}\n{v}" for k, v in run.logs.items())
+    assert run.execute() == "Succeeded", report(run)
     exp = api.get(V2, "experiments", NS, f"reviews-{SHORT}")
     assert exp["spec"]["service"] == {"name": "reviews", "baseline": "reviews", "candidates": [f"reviews-{SHORT}"]}
     assert exp["metadata"]["labels"]["iter8-tekton.dev/run"] == RUN
@@ -92,7 +98,9 @@ def test_promotion(cluster, tmp_path, app):
     assert set(deployments(api)) == {f"reviews-{SHORT}"}, "cleanup deletes the old version"
     assert deployments(api)[f"reviews-{SHORT}"]["metadata"]["labels"]["iter8-tekton.dev/stable"] == "true"
     assert api.get("v1", "configmaps", NS, f"reviews-settings-{SHORT}"), "the candidate's own ConfigMap"
-    assert "stopping: experiment" in run.logs["generate-load"]
+    # Load stops on the completion, seen by its own watch or through the stop file that
+    # wait-completion touches when it sees it: two processes, either may be first.
+    assert re.search(r"stopping: (experiment \S+ completed|the stop file appeared)", run.logs["generate-load"]), report(run)
     assert app.count > 0, "load reached the app"
     # iter8's own routing rules, now stable with all traffic on the winner.
     vs = api.get("networking.istio.io/v1alpha3", "virtualservices", NS, f"reviews.{NS}.svc.cluster.local.iter8router")
@@ -106,7 +114,7 @@ def test_rollback_fails_the_run_and_still_removes_the_candidate(cluster, tmp_pat
     api, start = cluster
     start(judge=lambda exp: "baseline")
     run = rollout(api, tmp_path, app)
-    assert run.execute() == "Failed"
+    assert run.execute() == "Failed", report(run)
     assert run.status["wait-completion"] == "Failed" and run.status["cleanup"] == "Succeeded", run.logs.get("cleanup")
     assert run.results["wait-completion"]["outcome"] == "rolled-back"
     assert set(deployments(api)) == {"reviews"}
@@ -137,7 +145,7 @@ def test_an_analytics_outage_ends_the_run_within_seconds_of_the_pause(cluster, t
     iter8 = start(judge=lambda exp: None)
     iter8.analytics_error = "Post \"http://iter8-analytics:8080/assessment\": connection refused"
     run = rollout(api, tmp_path, app)
-    assert run.execute() == "Failed"
+    assert run.execute() == "Failed", report(run)
     assert run.results["wait-completion"]["outcome"] == "paused"
     assert "AnalyticsServiceError: Post" in run.results["wait-completion"]["summary"]
     reported = run.finished_at["wait-completion"] - iter8.paused_at[(NS, f"reviews-{SHORT}")]
@@ -182,8 +190,8 @@ def test_two_services_roll_out_at_once_without_touching_each_other(cluster, tmp_
     runs = [rollout(api, tmp_path, app, name="run-reviews", short="1111111"),
             rollout(api, tmp_path, app, name="run-ratings", short="2222222", app_dir="ratings")]
     outcomes = at_once(runs)
-    assert outcomes == {"run-reviews": "Succeeded", "run-ratings": "Failed"}, {r.name: r.logs for r in runs}
-    assert set(deployments(api)) == {"reviews-1111111", "ratings"}
+    assert outcomes == {"run-reviews": "Succeeded", "run-ratings": "Failed"}, report(*runs)
+    assert set(deployments(api)) == {"reviews-1111111", "ratings"}, report(*runs)
     leases = {k[4] for k in api.objects if k[2] == "leases"}
     assert leases == {"canary-rollout-reviews", "canary-rollout-ratings"}
     assert api.get(V2, "experiments", NS, "reviews-1111111")["metadata"]["labels"]["iter8-tekton.dev/run"] == "run-reviews"

@@ -79,7 +79,12 @@ def calls(tmp_path_factory):
         for account, resource in (("canary-deploy", "deployments"), ("canary-deploy", "experiments"),
                                   ("canary-load", "experiments"), ("canary-wait", "experiments")):
             api.inject("watch", resource, action="gone", times=1, user=account)
-        controllers = [Deployments(api, ready_after={"reviews-1111111": 1.5}), Iter8(api, window=0.5, poll=0.1)]
+        # The candidate is ready only once iter8 has given up waiting for it (the experiment has
+        # its name), and iter8 takes deploy's resume only once deploy watches for its answer.
+        iter8 = Iter8(api, window=0.5, poll=0.1, traffic=lambda: web.count,
+                      resume_when=lambda exp: any(r.user == "canary-deploy" for r in api.calls("watch", "experiments")))
+        slow = "reviews-1111111"
+        controllers = [Deployments(api, available_when=lambda dep: dep["metadata"]["name"] != slow or (NS, slow) in iter8.gave_up), iter8]
         run = PipelineRun(objects, api, tmp, name="run-a", app=app_with_a_secret(tmp), short="1111111", namespace=NS,
                           params={"keep-runs": "2", "load-url": web.url})
         assert run.execute() == "Succeeded", run.logs

@@ -128,13 +128,13 @@ def test_timeout_is_a_hard_deadline_when_the_server_never_ends_the_watch(fake_ap
     kube.watch shuts the stream at the deadline itself (urllib3 HTTPResponse.shutdown)."""
     fake_api.put("experiments", experiment_v2(C, B, C, v2_running(B, C, 1, 20)))
     fake_api.inject("watch", "experiments", action=fault, times=None)
-    started = time.monotonic()
     proc = start_step("wait_completion", *wait_args(tmp_path, "--timeout", "1.5"))
     out, err = proc.communicate(timeout=30)
-    took = time.monotonic() - started
+    exited = time.monotonic()
     assert proc.returncode == 3, err
     assert "did not complete within 1.5s" in err
-    assert took < 1.5 + 3, f"took {took:.1f}s"  # python start-up included
+    took = exited - fake_api.calls("get", "experiments")[0].at  # from its first call: python's start-up left out
+    assert took < 1.5 + 3, f"took {took:.1f}s"
     assert results(tmp_path)["outcome"] == "timed-out" and (tmp_path / "stop").exists()
 
 
