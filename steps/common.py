@@ -7,9 +7,11 @@ them into one line on stderr and the documented exit code, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
@@ -21,6 +23,7 @@ EXIT_BAD_INPUT = 2
 EXIT_TIMEOUT = 3
 EXIT_API = 4
 EXIT_STOPPED = 143  # 128 + SIGTERM: Tekton stopped the step (task timeout, cancelled run)
+STOP_GRACE_SECONDS = 1.0  # after SIGTERM, time to unwind (finally blocks) before the step exits regardless
 
 # Labels and annotations this project puts on the objects it manages.
 LABEL_PREFIX = "iter8-tekton.dev/"
@@ -87,7 +90,24 @@ class Stopped(StepError):
 
 
 def _stop(signum, _frame) -> NoReturn:
-    raise Stopped(f"stopped by {signal.Signals(signum).name} (the task timed out or the run was cancelled)")
+    stopped = Stopped(f"stopped by {signal.Signals(signum).name} (the task timed out or the run was cancelled)")
+    _exit_after_grace(stopped)
+    raise stopped
+
+
+def _exit_after_grace(stopped: Stopped) -> None:
+    """Exit with the same line and code if unwinding has not ended the step in time.
+
+    The exception lands wherever the main thread is, possibly inside a library that holds
+    a lock there (urllib3's connection pool), and unwinding could then block; a thread of
+    its own still ends the step well within the pod's 30 s grace period.
+    """
+    def force() -> None:
+        time.sleep(STOP_GRACE_SECONDS)
+        os.write(2, f"error: {stopped.message}\n".encode())
+        os._exit(stopped.exit_code)
+
+    threading.Thread(target=force, name="stop-grace", daemon=True).start()
 
 
 class _Parser(argparse.ArgumentParser):

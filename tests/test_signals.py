@@ -25,8 +25,20 @@ B, C = "reviews-v1", "reviews-3f2a1bc"
 
 
 def start(name: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    # PYTHONFAULTHANDLER: a step that does not stop can be made to print where it is (SIGABRT).
     return subprocess.Popen([sys.executable, "-m", f"steps.{name}", *args], cwd=ROOT, text=True, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})})
+
+
+def communicate_or_dump(proc: subprocess.Popen) -> tuple[str, str]:
+    """The step's output once it exits; if it has not within 10 s, fail with where it hangs."""
+    try:
+        return proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack to stderr
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"the step did not exit within 10 s of SIGTERM; its stacks:\n{err}") from None
 
 
 def blocked(fake_api, tmp_path, name):
@@ -88,7 +100,7 @@ def test_sigterm_ends_a_blocked_step_at_once(fake_api, tmp_path, name):
         time.sleep(0.2)
         signalled = time.monotonic()
         os.killpg(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        out, err = communicate_or_dump(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -96,6 +108,38 @@ def test_sigterm_ends_a_blocked_step_at_once(fake_api, tmp_path, name):
     assert proc.returncode == 143, (out, err)
     assert err.strip().splitlines()[-1] == "error: stopped by SIGTERM (the task timed out or the run was cancelled)"
     assert "Traceback" not in err
+
+
+def test_a_step_whose_unwinding_hangs_still_stops_at_once(tmp_path):
+    """SIGTERM raises Stopped wherever the main thread is, which may be inside a library
+    holding a lock that its own clean-up then waits for (urllib3's connection pool): a step
+    that cannot unwind still ends with exit 143 and its one line, before the pod's 30 s."""
+    ready = tmp_path / "ready"
+    program = (
+        "import threading, pathlib\n"
+        "from steps.common import run\n"
+        "def main(argv):\n"
+        "    held = threading.Lock(); held.acquire()\n"
+        "    try:\n"
+        f"        pathlib.Path({str(ready)!r}).touch()\n"
+        "        threading.Event().wait()\n"
+        "    finally:\n"
+        "        held.acquire()  # never returns: the lock is this thread's own\n"
+        "run(main)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", program], cwd=ROOT, text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(ready.exists, timeout=30, what="the program to start")
+        signalled = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert time.monotonic() - signalled < 2
+    assert proc.returncode == 143, (out, err)
+    assert err.strip().splitlines() == ["error: stopped by SIGTERM (the task timed out or the run was cancelled)"]
 
 
 def test_commit_status_stops_while_github_is_slow(httpserver, tmp_path):
