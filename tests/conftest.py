@@ -102,6 +102,18 @@ def start_step():
         proc.communicate()
 
 
+def add_resources(folder: Path, files: dict[str, str]) -> None:
+    """Write files into a kustomize folder and list them under its `resources`."""
+    import yaml
+
+    path = folder / "kustomization.yaml"
+    kustomization = yaml.safe_load(path.read_text())
+    for filename, text in files.items():
+        (folder / filename).write_text(text)
+        kustomization["resources"].append(filename)
+    path.write_text(yaml.safe_dump(kustomization))
+
+
 def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import yaml
 
 import cluster
 from cluster import NS, deployment, service
-from conftest import APPS, ROOT, need_tool
+from conftest import APPS, ROOT, add_resources, need_tool
 
 IMAGE = "registry.example.com/bookinfo/reviews@sha256:" + "ab" * 32
 
@@ -31,11 +31,7 @@ def app(tmp_path, name="reviews", extra: dict[str, str] | None = None, replace: 
     for filename, text in (replace or {}).items():
         (target / filename).write_text(text)
     if extra:
-        kustomization = yaml.safe_load((target / "kustomization.yaml").read_text())
-        for filename, text in extra.items():
-            (target / filename).write_text(text)
-            kustomization["resources"].append(filename)
-        (target / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        add_resources(target, extra)
     return target
 
 

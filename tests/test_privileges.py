@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cluster import NS, deployment, serving
-from conftest import APPS, need_tool
+from conftest import APPS, add_resources, need_tool
 
 IMAGE = "registry.example.com/bookinfo/reviews@sha256:" + "ab" * 32
 INSTALL = {"image-registry": "registry.example.com/bookinfo", "load-hosts": "istio-ingressgateway.istio-system",
@@ -45,11 +45,7 @@ def checkout(tmp_path, change_deployment=None, extra: dict[str, str] | None = No
         change_deployment(manifest, manifest["spec"]["template"]["spec"])
         path.write_text(yaml.safe_dump(manifest))
     if extra:
-        kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
-        for filename, text in extra.items():
-            (folder / filename).write_text(text)
-            kustomization["resources"].append(filename)
-        (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        add_resources(folder, extra)
     return target
 
 
