@@ -15,6 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "tests" / "apps"
+# A stopped step must exit before the pod's 30 s grace period ends in SIGKILL. Tests assert
+# that bound with room for a busy machine; hack/bench_steps.py measures the real figure
+# (about 0.1 s) against the documented target of 2 s.
+STOPS_WITHIN = 10.0
 STRICT = os.environ.get("CANARY_STRICT") == "1"
 
 

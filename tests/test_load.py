@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cluster import NS, V2, experiment_v2, v2_completed, v2_running
-from conftest import need_tool, wait_for
+from conftest import STOPS_WITHIN, need_tool, wait_for
 
 B, C = "reviews-v1", "reviews-3f2a1bc"
 
@@ -79,7 +79,7 @@ def test_stop_file_stops_it_quickly(app, start_step, tmp_path):
     stopped = time.monotonic()
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-    assert time.monotonic() - stopped < 4  # the contract is 2 s; the benchmark measures it
+    assert time.monotonic() - stopped < STOPS_WITHIN
     assert "stopping: the stop file appeared" in out
 
 
@@ -92,7 +92,7 @@ def test_sigterm_stops_it_and_hey_and_prints_the_summary(app, start_step, tmp_pa
     proc.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     out, err = proc.communicate(timeout=10)
-    assert time.monotonic() - signalled < 2.5
+    assert time.monotonic() - signalled < STOPS_WITHIN
     assert proc.returncode == 0, err
     assert "stopping: SIGTERM" in out and "total:" in out
     served = app.count
