@@ -55,7 +55,7 @@ from celpy import celparser
 from github_events import go_quote, validate_signature
 
 from steps.start import defaults as template_defaults
-from steps.start import event_value
+from steps.start import event_value, go_escape
 from steps.start import render as resolve_resources
 
 logging.getLogger("cel").setLevel(logging.ERROR)  # cel logs a warning per failing callback
@@ -580,9 +580,7 @@ def _go_json(value) -> str:
         return _go_float(item) if isinstance(item, float) else json.dumps(item, ensure_ascii=False)
     if isinstance(value, str):
         return event_value(value)
-    text = encode(value)
-    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return go_escape(encode(value))
 
 
 def bind(binding: dict, request: Request, defaults: dict[str, str]) -> dict[str, str]:

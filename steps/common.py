@@ -30,6 +30,7 @@ LABEL_PREFIX = "iter8-tekton.dev/"
 STABLE_LABEL = LABEL_PREFIX + "stable"  # on the Deployment that won the last rollout
 VERSION_LABEL = LABEL_PREFIX + "version"  # on every object deployed for one candidate version
 RUN_LABEL = LABEL_PREFIX + "run"  # on an Experiment: the PipelineRun that created it
+POD_VERSION_LABEL = "version"  # the pod label each version sets to itself (the overlay's, and the seed's)
 SERVICE_LABEL = LABEL_PREFIX + "service"  # on a PipelineRun: the Service it rolls out
 
 DEFAULT_RESULTS_DIR = "/tekton/results"

@@ -184,9 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--check-only", action="store_true", help="render and check, apply nothing")
     p.add_argument("--baseline-manifest", type=Path,
                    help="with --check-only: compare with this Deployment manifest and read no cluster (other Services are not checked)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--install-settings", default=installs.NAME, help="the install's ConfigMap (default: %(default)s)")
-    which.add_argument("--install-settings-file", help="read the install's settings from a KEY=VALUE file instead")
+    installs.add_arguments(p)
     add_results_dir(p)
     args = p.parse_args(argv)
 

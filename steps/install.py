@@ -135,6 +135,13 @@ def env_file(path: Path) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def add_arguments(p) -> None:
+    """--install-settings / --install-settings-file, for the steps that read the install's settings."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--install-settings", default=NAME, help="the install's ConfigMap (default: %(default)s)")
+    which.add_argument("--install-settings-file", help="read the install's settings from a KEY=VALUE file instead")
+
+
 def read(namespace: str, name: str = NAME, file: str | None = None, kube: Kube | None = None) -> Install:
     """The install's settings from the ConfigMap in the run's namespace, or from a KEY=VALUE file."""
     if file:

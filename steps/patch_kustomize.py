@@ -31,7 +31,7 @@ import yaml
 
 from . import kustomize, placeholder, untrusted
 from .candidate import APPLIED_KINDS, metadata_type_problems, shape_problems, versioned
-from .common import VERSION_LABEL, BadInput, Problems, add_results_dir, check_name, check_version, log, parser, run, write_results
+from .common import POD_VERSION_LABEL, VERSION_LABEL, BadInput, Problems, add_results_dir, check_name, check_version, log, parser, run, write_results
 from .kustomization import FILES as KUSTOMIZATION_FILES
 from .kustomization import check_tree
 
@@ -126,7 +126,7 @@ def overlay_transformers(version: str) -> list[dict]:
             "apiVersion": "builtin",
             "kind": "LabelTransformer",
             "metadata": {"name": "candidate-version-label"},
-            "labels": {"version": version},
+            "labels": {POD_VERSION_LABEL: version},
             "fieldSpecs": [
                 on_deployment("metadata/labels"),
                 on_deployment("spec/selector/matchLabels"),

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .common import POD_VERSION_LABEL
 from .routing import pod_labels, selects
-
-VERSION_KEY = "version"  # the pod label each version sets to itself (the overlay's, and the seed's)
 
 # Pod spec fields a candidate may set freely, or that are checked one by one below.
 POD_FREE = {"containers", "initContainers", "volumes", "imagePullSecrets", "terminationGracePeriodSeconds",
@@ -168,12 +167,12 @@ def _security_context(candidate: dict | None, baseline: dict | None, hardening: 
 def _selector(deployment: dict) -> dict:
     """A Deployment's selector without the version label."""
     selector = dict((deployment.get("spec") or {}).get("selector") or {})
-    selector["matchLabels"] = {k: v for k, v in (selector.get("matchLabels") or {}).items() if k != VERSION_KEY}
+    selector["matchLabels"] = {k: v for k, v in (selector.get("matchLabels") or {}).items() if k != POD_VERSION_LABEL}
     return _normal(selector)
 
 
 def _labels(metadata: dict) -> dict:
-    return {k: v for k, v in (metadata.get("labels") or {}).items() if k != VERSION_KEY}
+    return {k: v for k, v in (metadata.get("labels") or {}).items() if k != POD_VERSION_LABEL}
 
 
 def _annotations(metadata: dict) -> dict:
@@ -189,13 +188,15 @@ def gained(candidate: dict, baseline: dict, *, own_secrets: set[str], allowance:
     problems = []
 
     if _selector(candidate) != _selector(baseline):
-        problems.append(f"spec.selector differs from the serving Deployment {base_name}'s other than in its {VERSION_KEY} label")
-    if _labels(cand_meta) != _labels(base_meta):
-        problems.append(f"the pod labels {_labels(cand_meta)} differ from the serving version's {_labels(base_meta)} "
-                        f"(only the {VERSION_KEY} label may differ)")
-    if _annotations(cand_meta) != _annotations(base_meta):
-        changed = sorted(k for k in set(_annotations(cand_meta)) | set(_annotations(base_meta))
-                         if _annotations(cand_meta).get(k) != _annotations(base_meta).get(k))
+        problems.append(f"spec.selector differs from the serving Deployment {base_name}'s other than in its {POD_VERSION_LABEL} label")
+    cand_labels, base_labels = _labels(cand_meta), _labels(base_meta)
+    if cand_labels != base_labels:
+        problems.append(f"the pod labels {cand_labels} differ from the serving version's {base_labels} "
+                        f"(only the {POD_VERSION_LABEL} label may differ)")
+    cand_annotations, base_annotations = _annotations(cand_meta), _annotations(base_meta)
+    if cand_annotations != base_annotations:
+        changed = sorted(k for k in set(cand_annotations) | set(base_annotations)
+                         if cand_annotations.get(k) != base_annotations.get(k))
         problems.append(f"the pod annotations {', '.join(changed)} differ from the serving version's "
                         "(only prometheus.io/ ones may differ)")
 

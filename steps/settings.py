@@ -240,9 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bound-service", default="",
                    help="the service the install's repositories entry that started this run binds (empty: none, a run by hand)")
     p.add_argument("--baseline", default="", help="the serving Deployment to compare the candidate with (default: found)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--install-settings", default=installs.NAME, help="the install's ConfigMap (default: %(default)s)")
-    which.add_argument("--install-settings-file", help="read the install's settings from a KEY=VALUE file instead")
+    installs.add_arguments(p)
     p.add_argument("--image-repository", default="", help="where to push (default: the install's image-registry/<service>)")
     for param in OVERRIDES:
         p.add_argument(f"--{param}", default="", help=f"override the file's {'.'.join(OVERRIDES[param])}")

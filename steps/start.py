@@ -56,12 +56,17 @@ def defaults(template: dict) -> dict[str, str]:
     return {p["name"]: p["default"] for p in (template.get("spec") or {}).get("params") or [] if p.get("default") is not None}
 
 
+def go_escape(json_text: str) -> str:
+    """What Go's json.Marshal escapes beyond Python's json.dumps: <, >, &, U+2028, U+2029."""
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        json_text = json_text.replace(char, escaped)
+    return json_text
+
+
 def event_value(value: str) -> str:
     """A value from the event as Triggers puts it into a param: JSON-encoded without its
     quotes, <, > and & escaped (pkg/template/event.go, Go's json.Marshal)."""
-    text = json.dumps(value, ensure_ascii=False)[1:-1]
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("\u2028", "\\u2028").replace(
-        "\u2029", "\\u2029")
+    return go_escape(json.dumps(value, ensure_ascii=False)[1:-1])
 
 
 def repository_label(repository: str) -> str:

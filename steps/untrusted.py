@@ -110,7 +110,7 @@ def _line(event) -> str:
     return f" (line {event.start_mark.line + 1})" if event.start_mark else ""
 
 
-def events(text: str, what: str, *, strict: bool = True, max_depth: int = MAX_DEPTH):
+def events(text: str, what: str, *, strict: bool = True):
     """The YAML events of text, refusing aliases, anchors and too deep nesting; with
     `strict`, also explicit tags and directives. Parse errors are one BadInput line."""
     depth = 0
@@ -124,8 +124,8 @@ def events(text: str, what: str, *, strict: bool = True, max_depth: int = MAX_DE
                 raise BadInput(f"{what}{_line(event)}: explicit YAML tags ({event.tag}) are not allowed; remove the tag")
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
-                if depth > max_depth:
-                    raise BadInput(f"{what}{_line(event)}: nested deeper than {max_depth} levels; flatten it")
+                if depth > MAX_DEPTH:
+                    raise BadInput(f"{what}{_line(event)}: nested deeper than {MAX_DEPTH} levels; flatten it")
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
             yield event

@@ -106,6 +106,13 @@ def start_step():
         proc.communicate()
 
 
+def checkout(tmp_path: Path, app: str = "reviews") -> Path:
+    """A copy of a sample app's repository (tests/apps/APP) to change and read."""
+    target = tmp_path / "checkout"
+    shutil.copytree(APPS / app, target)
+    return target
+
+
 def add_resources(folder: Path, files: dict[str, str]) -> None:
     """Write files into a kustomize folder and list them under its `resources`."""
     import yaml

@@ -136,7 +136,6 @@ def test_deploy_applies_only_the_candidates_own_objects(run_step, fake_api, tmp_
     """Never the shared Service: kubectl's server-side apply would have migrated its
     client-side fields and stripped the serving Service (kubectl v1.32
     pkg/cmd/apply/apply.go migrateToSSAIfNecessary); deploy applies none."""
-    fake_api.put("services", service())
     target = app(tmp_path, replace={"service.yaml": EVIL_SERVICE.replace("reviews-public", "reviews")})
     from fakecontrollers import Deployments
 
@@ -155,7 +154,6 @@ def test_deploy_applies_only_the_candidates_own_objects(run_step, fake_api, tmp_
 
 
 def test_deploy_waits_for_the_candidate_and_says_where_it_is(run_step, fake_api, tmp_path):
-    fake_api.put("services", service())
     proc = run_step("deploy", "--namespace", NS, "--service", "reviews", "--deployment", "reviews",
                     "--kustomize-dir", str(APPS / "reviews" / "kustomize"), "--version", "3f2a1bc", "--image", IMAGE,
                     "--rollout-timeout", "1")
@@ -166,7 +164,6 @@ def test_deploy_waits_for_the_candidate_and_says_where_it_is(run_step, fake_api,
 
 
 def test_a_stalled_candidate_fails_fast(run_step, fake_api, tmp_path):
-    fake_api.put("services", service())
     stalled = deployment("reviews-3f2a1bc", "3f2a1bc", labels={"iter8-tekton.dev/service": "reviews"})  # deployed by a first try
     stalled["metadata"]["generation"] = 1
     stalled["status"] = {"observedGeneration": 1, "conditions": [
@@ -229,9 +226,8 @@ def test_a_template_longer_than_the_wait_is_refused(run_step, tmp_path):
 def hello_cluster(api):
     """hello's serving version, deployed from its own folder as it is: Deployment hello, its
     Service, its autoscaler and budget (the candidate must leave those alone)."""
-    folder = yaml.safe_load_all
     objects = {d["kind"]: d for name in ("deployment", "service", "hpa", "pdb")
-               for d in folder((APPS / "hello" / "kustomize" / f"{name}.yaml").read_text())}
+               for d in yaml.safe_load_all((APPS / "hello" / "kustomize" / f"{name}.yaml").read_text())}
     serving = objects["Deployment"]
     serving["metadata"]["namespace"] = NS
     serving["status"] = deployment("x", "v1")["status"]
@@ -240,7 +236,6 @@ def hello_cluster(api):
                          ("PodDisruptionBudget", "poddisruptionbudgets")):
         objects[kind]["metadata"]["namespace"] = NS
         api.put(plural, objects[kind])
-    return objects
 
 
 def hello(run_step, version="3f2a1bc", *extra):

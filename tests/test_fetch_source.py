@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, STOPS_WITHIN, need_tool
+from conftest import ROOT, STOPS_WITHIN, need_tool, wait_for
 
 SCRIPT = yaml.safe_load((ROOT / "tasks" / "fetch-source.yaml").read_text())["spec"]["steps"][0]["script"]
 
@@ -60,10 +60,7 @@ def test_sigterm_while_git_fetches_stops_at_once(tmp_path):
     held = []
     threading.Thread(target=lambda: held.append(listener.accept()), daemon=True).start()  # accepts, never answers
     proc = fetch(tmp_path, f"http://127.0.0.1:{listener.getsockname()[1]}/app.git")
-    deadline = time.monotonic() + 20
-    while not held and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert held, "git never connected"
+    wait_for(lambda: held, timeout=20, what="git to connect")
     started = time.monotonic()
     os.killpg(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=10)

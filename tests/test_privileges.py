@@ -8,13 +8,12 @@ makes before it applies)."""
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 import yaml
 
 from cluster import NS, deployment, serving
-from conftest import APPS, add_resources, need_tool
+from conftest import APPS, add_resources, checkout, need_tool
 
 IMAGE = "registry.example.com/bookinfo/reviews@sha256:" + "ab" * 32
 INSTALL = {"image-registry": "registry.example.com/bookinfo", "load-hosts": "istio-ingressgateway.istio-system",
@@ -34,10 +33,9 @@ def install(api, **extra: str) -> None:
     serving(api, "reviews", "ratings", settings={**INSTALL, **extra})
 
 
-def checkout(tmp_path, change_deployment=None, extra: dict[str, str] | None = None, app: str = "reviews"):
+def changed_checkout(tmp_path, change_deployment=None, extra: dict[str, str] | None = None):
     """The sample app with its Deployment changed and more files added to its kustomization."""
-    target = tmp_path / "checkout"
-    shutil.copytree(APPS / app, target)
+    target = checkout(tmp_path)
     folder = target / "kustomize"
     if change_deployment:
         path = folder / "deployment.yaml"
@@ -53,8 +51,8 @@ def read_settings(run_step, co, *extra):
     return run_step("settings", "--namespace", NS, "--checkout", str(co), "--version", "3f2a1bc", *extra)
 
 
-def deploy_check(run_step, co, service="reviews"):
-    return run_step("deploy", "--check-only", "--namespace", NS, "--service", service, "--deployment", service,
+def deploy_check(run_step, co):
+    return run_step("deploy", "--check-only", "--namespace", NS, "--service", "reviews", "--deployment", "reviews",
                     "--kustomize-dir", str(co / "kustomize"), "--version", "3f2a1bc", "--image", IMAGE)
 
 
@@ -140,7 +138,7 @@ def test_a_candidate_may_not_gain_rights(run_step, tmp_path, cluster, entry, att
         hardened["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"allowPrivilegeEscalation": False}
         cluster.put("deployments", hardened)
         extra = None
-    co = checkout(tmp_path, change, extra)
+    co = changed_checkout(tmp_path, change, extra)
     refused(ENTRY_POINTS[entry](run_step, co), message)
 
 
@@ -160,12 +158,12 @@ def test_what_a_new_version_may_change(run_step, tmp_path, entry):
         d["spec"]["template"]["metadata"]["annotations"] = {"prometheus.io/scrape": "true"}
 
     secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: reviews-db}\nstringData: {url: postgres://db}\n"
-    proc = ENTRY_POINTS[entry](run_step, checkout(tmp_path, change, {"secret.yaml": secret}))
+    proc = ENTRY_POINTS[entry](run_step, changed_checkout(tmp_path, change, {"secret.yaml": secret}))
     assert proc.returncode == 0, proc.stderr
 
 
 def test_the_install_may_allow_a_service_more(run_step, tmp_path, cluster):
-    co = checkout(tmp_path, lambda _, pod: (pod.update(serviceAccountName="reviews-v2"),
+    co = changed_checkout(tmp_path, lambda _, pod: (pod.update(serviceAccountName="reviews-v2"),
                                             env_secret("reviews-api-key")(_, pod)))
     refused(read_settings(run_step, co), "serviceAccountName reviews-v2 is not the serving version's")
     install(cluster, **{"candidate-service-accounts": "reviews:reviews-v2", "candidate-secrets": "reviews:reviews-api-key"})

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import cluster
-from conftest import APPS, ROOT, need_tool
+from conftest import APPS, ROOT, checkout, need_tool
 
 SCHEMA = json.loads((ROOT / "steps" / "schemas" / "rollout-settings.schema.json").read_text())
 INSTALL = ("image-registry=registry.example.com/bookinfo\ndefault-load-url=http://istio-ingressgateway.istio-system/productpage\n"
@@ -42,9 +42,8 @@ def test_every_field_but_service_has_a_default():
             assert "Default" in described, name
 
 
-def checkout(tmp_path, app="reviews", change=None) -> str:
-    target = tmp_path / "checkout"
-    shutil.copytree(APPS / app, target)
+def settings_checkout(tmp_path, app="reviews", change=None) -> str:
+    target = checkout(tmp_path, app)
     if change:
         document = yaml.safe_load((target / ".iter8-tekton.yaml").read_text())
         change(document)
@@ -63,7 +62,7 @@ def results(tmp_path) -> dict:
 
 
 def test_the_bookinfo_reviews_file_resolves(run_step, tmp_path):
-    proc = settings(run_step, tmp_path, checkout(tmp_path))
+    proc = settings(run_step, tmp_path, settings_checkout(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert results(tmp_path) == {
         "service": "reviews", "deployment": "reviews", "candidate": "reviews-3f2a1bc", "kustomize-dir": "kustomize",
@@ -75,7 +74,7 @@ def test_the_bookinfo_reviews_file_resolves(run_step, tmp_path):
 
 
 def test_params_override_the_file(run_step, tmp_path):
-    proc = settings(run_step, tmp_path, checkout(tmp_path), "--load-rate", "20", "--keep-runs", "2", "--image-repository", "r.example/x")
+    proc = settings(run_step, tmp_path, settings_checkout(tmp_path), "--load-rate", "20", "--keep-runs", "2", "--image-repository", "r.example/x")
     assert proc.returncode == 0, proc.stderr
     assert results(tmp_path)["load-rate"] == "20" and results(tmp_path)["keep-runs"] == "2"
     assert results(tmp_path)["image-repository"] == "r.example/x"
@@ -103,7 +102,7 @@ def test_params_override_the_file(run_step, tmp_path):
     (lambda d: d.pop("service"), "'service' is a required property"),
 ])
 def test_bad_files_fail_with_one_line_per_problem(run_step, tmp_path, change, message):
-    proc = settings(run_step, tmp_path, checkout(tmp_path, change=change))
+    proc = settings(run_step, tmp_path, settings_checkout(tmp_path, change=change))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert any(message in line for line in lines), proc.stderr
@@ -116,7 +115,7 @@ def test_all_problems_are_reported_at_once(run_step, tmp_path):
         d.update({"kustomize-dir": "../x", "namespace": "other"})
         d["load"].update(rate=5000, url="http://evil.example.com/")
 
-    proc = settings(run_step, tmp_path, checkout(tmp_path, change=bad))
+    proc = settings(run_step, tmp_path, settings_checkout(tmp_path, change=bad))
     assert proc.returncode == 2
     assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 5
 
@@ -124,12 +123,12 @@ def test_all_problems_are_reported_at_once(run_step, tmp_path):
 def test_allowed_load_hosts(run_step, tmp_path):
     for i, url in enumerate(("http://reviews:9080/", "http://reviews.bookinfo.svc:9080/", "http://reviews.bookinfo.svc.cluster.local/x",
                              "https://load.example.com/", "http://istio-ingressgateway.istio-system/productpage")):
-        proc = settings(run_step, tmp_path, checkout(tmp_path / str(i), change=lambda d, u=url: d["load"].update(url=u)))
+        proc = settings(run_step, tmp_path, settings_checkout(tmp_path / str(i), change=lambda d, u=url: d["load"].update(url=u)))
         assert proc.returncode == 0, (url, proc.stderr)
 
 
 def test_a_symlink_out_of_the_checkout_is_refused(run_step, tmp_path):
-    co = checkout(tmp_path)
+    co = settings_checkout(tmp_path)
     outside = tmp_path / "outside"
     shutil.copytree(APPS / "reviews" / "kustomize", outside)
     (tmp_path / "checkout" / "deploy").symlink_to(outside)
@@ -140,12 +139,12 @@ def test_a_symlink_out_of_the_checkout_is_refused(run_step, tmp_path):
 
 def test_names_too_long_for_iter8s_labels(run_step, tmp_path):
     """iter8 1.0.1 puts <service>.<namespace>.svc.cluster.local in a label value (router.go)."""
-    proc = settings(run_step, tmp_path, checkout(tmp_path, change=lambda d: d.update(service="s" * 40)))
+    proc = settings(run_step, tmp_path, settings_checkout(tmp_path, change=lambda d: d.update(service="s" * 40)))
     assert proc.returncode == 2 and "is too long for iter8" in proc.stderr
 
 
 def test_without_a_file_the_params_are_enough(run_step, tmp_path):
-    co = checkout(tmp_path)
+    co = settings_checkout(tmp_path)
     (tmp_path / "checkout" / ".iter8-tekton.yaml").unlink()
     proc = settings(run_step, tmp_path, co)
     assert proc.returncode == 2 and "no service: add .iter8-tekton.yaml" in proc.stderr
@@ -156,7 +155,7 @@ def test_without_a_file_the_params_are_enough(run_step, tmp_path):
 
 def test_a_bad_candidate_or_template_fails_here_too(run_step, tmp_path):
     """The same checks deploy and create_experiment make, before the build."""
-    co = checkout(tmp_path)
+    co = settings_checkout(tmp_path)
     (tmp_path / "checkout" / "kustomize" / "crb.yaml").write_text(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: x}\n"
         "roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\nsubjects: []\n")
@@ -164,7 +163,7 @@ def test_a_bad_candidate_or_template_fails_here_too(run_step, tmp_path):
         f.write("  - crb.yaml\n")
     proc = settings(run_step, tmp_path, co)
     assert proc.returncode == 2 and "ClusterRoleBinding x is cluster-scoped" in proc.stderr
-    co2 = checkout(tmp_path / "2", app="reviews-seed")
+    co2 = settings_checkout(tmp_path / "2", app="reviews-seed")
     template = tmp_path / "2" / "checkout" / "iter8" / "experiment.yaml"
     exp = yaml.safe_load(template.read_text())
     exp["action"] = "override_success"
@@ -211,7 +210,7 @@ def test_the_host_comes_with_its_url(run_step, tmp_path, file_load, params, expe
     def change(document):
         document["load"] = {"rate": 10, **file_load}
 
-    co = checkout(tmp_path, change=change)
+    co = settings_checkout(tmp_path, change=change)
     proc = run_step("settings", "--namespace", "bookinfo", "--checkout", co, "--version", "3f2a1bc",
                     "--install-settings-file", str(tmp_path / "install.env"), "--results-dir", str(tmp_path / "results"), *params)
     assert proc.returncode == 0, proc.stderr
@@ -220,7 +219,7 @@ def test_the_host_comes_with_its_url(run_step, tmp_path, file_load, params, expe
 
 def test_the_builders_extra_args_come_from_the_install(run_step, tmp_path):
     (tmp_path / "install.env").write_text(INSTALL + "builder-extra-args=--registry-mirror=mirror.gcr.io  --cache=true\n")
-    proc = run_step("settings", "--namespace", "bookinfo", "--checkout", checkout(tmp_path), "--version", "3f2a1bc",
+    proc = run_step("settings", "--namespace", "bookinfo", "--checkout", settings_checkout(tmp_path), "--version", "3f2a1bc",
                     "--install-settings-file", str(tmp_path / "install.env"), "--results-dir", str(tmp_path / "results"))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(results(tmp_path)["builder-args"]) == ["--registry-mirror=mirror.gcr.io", "--cache=true"]
@@ -230,13 +229,13 @@ def test_the_builders_extra_args_come_from_the_install(run_step, tmp_path):
 def test_a_repository_may_roll_out_only_the_service_its_entry_binds(run_step, tmp_path):
     """The reviews repository's file names ratings, with supersede and keep-runs 1: taking
     over (and pruning) another team's service. The trigger passes the bound service."""
-    co = checkout(tmp_path, change=lambda d: d.update({"service": "ratings", "rollout-policy": "supersede", "keep-runs": 1}))
+    co = settings_checkout(tmp_path, change=lambda d: d.update({"service": "ratings", "rollout-policy": "supersede", "keep-runs": 1}))
     proc = settings(run_step, tmp_path, co, "--bound-service", "reviews")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: .iter8-tekton.yaml rolls out service ratings, but the install binds this repository "
                                    "entry to reviews; a repository may roll out only its own service (the install's repositories list)")
     assert not (tmp_path / "results").exists()
-    assert settings(run_step, tmp_path / "2", checkout(tmp_path / "2"), "--bound-service", "reviews").returncode == 0
+    assert settings(run_step, tmp_path / "2", settings_checkout(tmp_path / "2"), "--bound-service", "reviews").returncode == 0
 
 
 def test_the_install_list_binds_each_entry_to_one_service():
@@ -255,7 +254,7 @@ def test_the_install_list_binds_each_entry_to_one_service():
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "lots"])
 def test_the_installs_caps_are_finite_numbers(run_step, tmp_path, value):
     (tmp_path / "install.env").write_text(INSTALL + f"max-load-rate={value}\n")
-    proc = run_step("settings", "--namespace", "bookinfo", "--checkout", checkout(tmp_path), "--version", "3f2a1bc",
+    proc = run_step("settings", "--namespace", "bookinfo", "--checkout", settings_checkout(tmp_path), "--version", "3f2a1bc",
                     "--install-settings-file", str(tmp_path / "install.env"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: install setting max-load-rate={value!r} is not a finite float; fix the ConfigMap canary-rollout-settings"

@@ -37,7 +37,7 @@ def communicate_or_dump(proc: subprocess.Popen) -> tuple[str, str]:
         return proc.communicate(timeout=10)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack to stderr
-        out, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=10)
         raise AssertionError(f"the step did not exit within 10 s of SIGTERM; its stacks:\n{err}") from None
 
 
@@ -128,12 +128,12 @@ def test_a_step_whose_unwinding_hangs_still_stops_at_once(tmp_path):
         "run(main)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", program], cwd=ROOT, text=True, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         wait_for(ready.exists, timeout=30, what="the program to start")
         signalled = time.monotonic()
         os.killpg(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        out, err = communicate_or_dump(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

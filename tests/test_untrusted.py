@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from cluster import NS, deployment, serving
-from conftest import APPS, need_tool
+from conftest import APPS, checkout, need_tool
 
 DIGEST_IMAGE = "registry.example.com/bookinfo/reviews@sha256:" + "ab" * 32
 INSTALL = ("image-registry=registry.example.com/bookinfo\ndefault-load-url=http://istio-ingressgateway.istio-system/productpage\n"
@@ -82,12 +82,6 @@ def web():
     for s in servers:
         s.shutdown()
         s.server_close()
-
-
-def checkout(tmp_path: Path, app: str = "reviews") -> Path:
-    target = tmp_path / "checkout"
-    shutil.copytree(APPS / app, target)
-    return target
 
 
 def read_settings(run_step, tmp_path: Path, co: Path, *extra: str):
