@@ -226,10 +226,11 @@ def iter8_crd(preserve_analysis_state: bool = True) -> dict:
     """iter8 v1.0.1's Experiment CRD (../shared/crds); patched as the README says, or as shipped."""
     import yaml
 
+    from conftest import need
     from crdschema import crds_dir
 
     directory = crds_dir()
-    assert directory, "the upstream CRDs (../shared/crds or hack/fetch-crds.py)"
+    need(directory, "the upstream CRDs (../shared/crds, or run hack/fetch-crds.py)")
     crd = next(d for d in yaml.safe_load_all((directory / "iter8" / "v1alpha2" / "iter8.tools_experiments.yaml").read_text()) if d)
     if preserve_analysis_state:
         status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
